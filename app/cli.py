@@ -1,0 +1,243 @@
+"""`vidsift ...`: the command line. Each command parses its flags, calls the plain functions of
+``pipeline``/``workers``, and prints a human table or ``--json`` on stdout. Errors are one line on
+stderr naming the file and the cause, never a traceback.
+
+Exit statuses of `vidsift index`: 0 all indexed (or already were), 3 completed with failures
+(recorded; see `vidsift status`), 1 the job failed, 2 bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_spec
+from pipeline.indexing import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+DEFAULT_DB = "vidsift.lance"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=os.environ.get("VIDSIFT_DB", DEFAULT_DB),
+                        help="LanceDB URI: a folder (default ./vidsift.lance, or $VIDSIFT_DB) or s3://...")
+    parser.add_argument("--model", default=os.environ.get("VIDSIFT_MODEL", DEFAULT_MODEL),
+                        help=f"open_clip model name, or shapes-tiny (bundled). Default {DEFAULT_MODEL}")
+    parser.add_argument("--pretrained", default=os.environ.get("VIDSIFT_PRETRAINED"),
+                        help=f"pretrained tag (default {DEFAULT_PRETRAINED}; bundled models: their own "
+                             "weights), a local checkpoint path, or 'none' for random weights")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def _sampling(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--fps", type=float, default=None, help="frames sampled per second of video (default 1)")
+    group.add_argument("--frames", type=int, default=None, help="sample N frames spread uniformly instead")
+    parser.add_argument("--window", type=float, default=10.0, help="segment length in seconds (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidsift", description="Search, tag and index video archives with CLIP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="decode, sample, embed, pool and store videos")
+    p.add_argument("inputs", nargs="+", help="folders, video files, or .txt lists of paths")
+    _common(p)
+    _sampling(p)
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for local Ray (default: all)")
+    p.add_argument("--embed-workers", type=int, default=None, help="embedding actors (default: one per GPU, else 1)")
+    p.add_argument("--batch-size", type=int, default=64, help="frames per encoder batch (default 64)")
+    p.add_argument("--build-index", action="store_true", help="build the ANN index after indexing")
+    p.add_argument("--no-ray", action="store_true", help="run in this process without Ray (small jobs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("search", help="find the moments matching a description")
+    p.add_argument("query", help='e.g. "a dog catching a frisbee"')
+    _common(p)
+    p.add_argument("-k", "--top-k", type=int, default=10, dest="k", help="results to return (default 10)")
+    p.add_argument("--per-video", action="store_true", help="only the best segment of each video")
+    p.add_argument("--where", default=None, help="LanceDB SQL filter, e.g. \"path LIKE '%%/cats/%%'\"")
+    p.add_argument("--exact", action="store_true", help="exact search even when an ANN index exists")
+    p.add_argument("--thumbnails", default=None, metavar="DIR", help="write result thumbnails (JPEG) here")
+
+    p = sub.add_parser("classify", help="zero-shot classification of a clip")
+    p.add_argument("clip", help="video file")
+    _common(p)
+    _sampling(p)
+    p.add_argument("--labels", default=None, help='comma-separated labels, e.g. "surfing,riding a horse"')
+    p.add_argument("--labels-file", default=None, help="file with one label per line")
+    p.add_argument("--template", action="append", default=None, dest="templates",
+                   help="prompt template with {} for the label (repeatable; default: built-in ensemble)")
+    p.add_argument("--templates-file", default=None, help="file with one template per line")
+    p.add_argument("--per-segment", action="store_true", help="also classify each segment")
+    p.add_argument("--top", type=int, default=5, help="labels to show (default 5)")
+
+    p = sub.add_parser("status", help="what is indexed, what failed and why")
+    p.add_argument("--db", default=os.environ.get("VIDSIFT_DB", DEFAULT_DB))
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _spec(args):
+    return resolve_spec(args.model, args.pretrained, args.device, args.precision)
+
+
+def _index_config(args):
+    from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+
+    sampling = SamplingConfig(fps=None, frames=args.frames) if args.frames is not None \
+        else SamplingConfig(fps=args.fps if args.fps is not None else 1.0)
+    return IndexConfig(sampling=sampling, segments=SegmentConfig(window_s=args.window))
+
+
+def _emit(args, payload, human: str) -> None:
+    if args.json:
+        json.dump(payload, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(human)
+
+
+def _fmt_time(seconds: float) -> str:
+    minutes, secs = divmod(float(seconds), 60)
+    return f"{int(minutes)}:{secs:05.2f}"
+
+
+def cmd_index(args) -> int:
+    from pipeline.sources import discover
+    from pipeline.store import VideoStore
+
+    config = _index_config(args)
+    spec = _spec(args)
+    paths = discover(args.inputs)
+    store = VideoStore(args.db)
+    if args.no_ray:
+        from models.encoder import ClipEncoder
+        from pipeline.indexing import index_sequential
+
+        report = index_sequential(store, ClipEncoder.from_spec(spec), paths, config)
+        if args.build_index:
+            report.ann_index = store.build_vector_index(spec.table_suffix)
+    else:
+        from workers.job import ClusterConfig, run_index_job
+
+        if args.batch_size < 1 or args.batch_size > 4096:
+            raise ValueError(f"--batch-size must be between 1 and 4096, got {args.batch_size}")
+        cluster = ClusterConfig(address=args.address, num_cpus=args.num_cpus, embed_actors=args.embed_workers,
+                                batch_size=args.batch_size)
+        report = run_index_job(store, spec, paths, config, cluster, build_index=args.build_index,
+                               progress=not (args.quiet or args.json))
+    lines = [f"{report.indexed} indexed, {report.skipped} already indexed, {len(report.failures)} failed "
+             f"of {report.total} files ({report.frames} frames, {report.seconds:.1f} s) into {args.db} "
+             f"[{spec.key}]"]
+    lines += [f"  FAILED {f.path}: {f.stage}: {f.reason}" for f in report.failures]
+    if report.ann_index:
+        lines.append(f"  ANN index: {report.ann_index}")
+    _emit(args, {**report.to_dict(), "db": args.db, "model": spec.key}, "\n".join(lines))
+    return report.exit_status
+
+
+def cmd_search(args) -> int:
+    from models.encoder import ClipEncoder
+    from pipeline.search import search_text
+    from pipeline.store import VideoStore
+
+    store = VideoStore(args.db)
+    spec = _spec(args)
+    from pipeline.search import require_indexed
+
+    require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
+    hits = search_text(store, ClipEncoder.from_spec(spec), args.query, k=args.k, per_video=args.per_video,
+                       where=args.where, exact=args.exact)
+    results = [hit.to_dict() for hit in hits]
+    if args.thumbnails:
+        folder = Path(args.thumbnails)
+        folder.mkdir(parents=True, exist_ok=True)
+        for hit, row in zip(hits, results):
+            target = folder / f"{hit.rank:03d}_{hit.video_id[:12]}_{hit.segment_index:05d}.jpg"
+            target.write_bytes(hit.thumbnail)
+            row["thumbnail_file"] = str(target)
+    human = "\n".join(f"{h.rank:>3}  {h.score:+.4f}  {_fmt_time(h.start)}-{_fmt_time(h.end)}  {h.path}"
+                      for h in hits) or "no results"
+    _emit(args, {"query": args.query, "model": spec.key, "results": results}, human)
+    return EXIT_OK
+
+
+def cmd_classify(args) -> int:
+    from models.encoder import ClipEncoder
+    from pipeline.classify import ZeroShotClassifier, classify_clip, parse_labels, parse_templates
+    from pipeline.errors import VideoError
+
+    labels = parse_labels(args.labels, args.labels_file)
+    templates = parse_templates(args.templates, args.templates_file)
+    if not 1 <= args.top <= 10_000:
+        raise ValueError(f"--top must be between 1 and 10000, got {args.top}")
+    if not os.path.isfile(args.clip):
+        raise VideoError(args.clip, "open", "file does not exist")
+    config = _index_config(args)
+    encoder = ClipEncoder.from_spec(_spec(args))
+    result = classify_clip(encoder, os.path.abspath(args.clip), ZeroShotClassifier(encoder, labels, templates),
+                           config, per_segment=args.per_segment, top=args.top)
+    lines = [f"{result.path} ({result.duration:.1f} s)"]
+    lines += [f"  {row['probability']:.4f}  {row['label']}" for row in result.labels]
+    for seg in result.segments:
+        best = seg["labels"][0]
+        lines.append(f"  {_fmt_time(seg['start'])}-{_fmt_time(seg['end'])}  {best['label']} ({best['probability']:.3f})")
+    _emit(args, {**result.to_dict(), "model": encoder.model_key, "templates": templates}, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from pipeline.store import VideoStore
+
+    if "://" not in args.db and not Path(args.db).exists():
+        _emit(args, {"db": args.db, "models": [], "failures": []}, f"{args.db}: nothing indexed yet")
+        return EXIT_OK
+    store = VideoStore(args.db)
+    models = store.summary()
+    failures = [{**f, "time": f["time"].isoformat()} for f in store.failures()]
+    lines = [f"database {args.db}"]
+    for m in models:
+        lines.append(f"  {m['model']}: {m['videos']} videos, {m['segments']} segments, {m['dim']}-d, "
+                     f"ANN index: {'yes' if m['ann_index'] else 'no (exact search)'}, last indexed {m['last_indexed']}")
+    if not models:
+        lines.append("  nothing indexed yet")
+    lines.append(f"failures: {len(failures)}")
+    lines += [f"  {f['path']}: {f['stage']}: {f['reason']} [{f['model']}, {f['time']}]" for f in failures]
+    _emit(args, {"db": args.db, "models": models, "failures": failures}, "\n".join(lines))
+    return EXIT_OK
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.loading import ModelUnavailableError
+    from pipeline.errors import InputError, VideoError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (InputError, ValueError) as exc:
+        print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ModelUnavailableError, VideoError) as exc:
+        print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # a bug or an infrastructure failure: one line, the traceback on demand
+        if os.environ.get("VIDSIFT_DEBUG"):
+            raise
+        print(f"vidsift {args.command}: failed: {type(exc).__name__}: {exc} (set VIDSIFT_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"vidsift {args.command}: interrupted; finished videos are saved, rerun to resume", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

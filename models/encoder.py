@@ -1,0 +1,90 @@
+"""Image and text encoders over a loaded open_clip model: batches in, L2-normalised numpy vectors out."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .loading import LoadedModel, load_model
+from .spec import ModelSpec
+
+
+class ClipEncoder:
+    """Encodes frames and texts with one model.
+
+    Frames arrive as uint8 RGB squares already resized/cropped to the model's input size (the
+    pipeline does that on the decoder side, where it is cheapest); here they are only scaled and
+    normalised with the model's own mean/std, exactly as open_clip's ``ToTensor`` + ``Normalize``.
+    """
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.device = loaded.device
+        cfg = loaded.preprocess_cfg
+        self.mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> "ClipEncoder":
+        return cls(load_model(spec))
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.loaded.spec
+
+    @property
+    def model_key(self) -> str:
+        return self.loaded.spec.key
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        size = self.loaded.preprocess_cfg["size"]
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def preprocess_cfg(self) -> dict:
+        return self.loaded.preprocess_cfg
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp().item())
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.encode_texts(["x"]).shape[1])
+
+    def _autocast(self):
+        dtype = self.loaded.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 (N,H,W,3) -> normalised float (N,3,H,W) on the model's device."""
+        batch = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        return (batch - self.mean) / self.std
+
+    @torch.inference_mode()
+    def encode_tensor(self, images: torch.Tensor) -> np.ndarray:
+        with self._autocast():
+            feats = self.model.encode_image(images.to(self.device), normalize=True)
+        return feats.float().cpu().numpy()
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return self.encode_tensor(self.to_tensor(pixels))
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts longer than the context length are truncated by open_clip's tokenizer, never rejected."""
+        tokens = self.loaded.tokenizer(list(texts)).to(self.device)
+        with self._autocast():
+            feats = self.model.encode_text(tokens, normalize=True)
+        return feats.float().cpu().numpy()

@@ -1,0 +1,189 @@
+"""Create an open_clip model from a ``ModelSpec``, failing fast and clearly when weights are missing."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+
+from .registry import bundled, register_bundled_configs
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+OFFLINE_OPTIONS = (
+    "Offline options: `--model shapes-tiny` (bundled demo model, no download), "
+    "`--pretrained /path/to/checkpoint.safetensors` (a local open_clip checkpoint), or "
+    "`--pretrained none` (random weights: plumbing only, meaningless results)."
+)
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model or its weights cannot be had; the message names the model, the cause and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    preprocess_cfg: dict
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    spec: ModelSpec
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        picked = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelUnavailableError(f"Unknown device {device!r}: {exc}") from None
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError(f"Device {device!r} was asked for but no CUDA GPU is available.")
+    return picked
+
+
+def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """fp16/bf16 through autocast only: open_clip does not support pure fp16 inference."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    table = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in table:
+        raise ModelUnavailableError(f"Unknown precision {precision!r}: choose auto, fp32, fp16 or bf16.")
+    return table[precision]
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Build the model in eval mode on its device. Downloads (real tags only) happen here, never at import."""
+    import open_clip
+
+    register_bundled_configs()
+    if open_clip.get_model_config(spec.name) is None:
+        raise ModelUnavailableError(
+            f"Unknown model {spec.name!r}. Known: shapes-tiny and open_clip's models "
+            f"(`python -c 'import open_clip; print(open_clip.list_models())'`)."
+        )
+    device = pick_device(spec.device)
+    autocast_dtype = pick_autocast(spec.precision, device)
+    overrides = {}
+    if spec.is_random:
+        torch.manual_seed(0)  # same random weights in every process, so index and search agree
+        checkpoint = None
+    elif not spec.pretrained:
+        model_info = bundled(spec.name)
+        if model_info is None:
+            raise ModelUnavailableError(f"Model {spec.name!r} has no bundled weights; give --pretrained.")
+        if not model_info.weights_path.is_file():
+            raise ModelUnavailableError(
+                f"Bundled weights for {spec.name!r} are missing ({model_info.weights_path}). "
+                "Reinstall vidsift or train them with `vidsift train`."
+            )
+        checkpoint = str(model_info.weights_path)
+        overrides = dict(model_info.preprocess)
+    elif spec.is_local_file:
+        if not os.path.isfile(spec.pretrained):
+            raise ModelUnavailableError(f"Checkpoint {spec.pretrained!r} for model {spec.name!r} does not exist.")
+        checkpoint = spec.pretrained
+        model_info = bundled(spec.name)
+        overrides = dict(model_info.preprocess) if model_info else {}
+    else:
+        checkpoint = _resolve_tag(spec)
+        tag_cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+        overrides = {
+            "image_mean": tag_cfg.get("mean"),
+            "image_std": tag_cfg.get("std"),
+            "image_interpolation": tag_cfg.get("interpolation"),
+            "image_resize_mode": tag_cfg.get("resize_mode"),
+        }
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if tag_cfg.get("quick_gelu"):
+            overrides["force_quick_gelu"] = True  # OpenAI weights need QuickGELU (open_clip #771)
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(
+            spec.name, pretrained=checkpoint, device=device, **overrides
+        )
+    except Exception as exc:  # open_clip raises bare RuntimeErrors/KeyErrors for bad checkpoints
+        raise ModelUnavailableError(
+            f"Could not load weights {checkpoint or 'random'} into model {spec.name!r}: {exc}"
+        ) from exc
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(spec.name),
+        preprocess_cfg=dict(model.visual.preprocess_cfg),
+        device=device,
+        autocast_dtype=autocast_dtype,
+        spec=spec,
+    )
+
+
+def _resolve_tag(spec: ModelSpec) -> str:
+    """Return a local file for a pretrained tag: from the Hugging Face cache, else downloaded.
+
+    Without network, open_clip retries for most of a minute before it gives up; we look in the
+    cache and probe the hub first, so an offline user hears why at once.
+    """
+    import open_clip
+
+    tag_cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(spec.name)
+        raise ModelUnavailableError(
+            f"{spec.pretrained!r} is neither a pretrained tag of {spec.name!r} nor an existing file. "
+            f"Tags: {', '.join(tags) or 'none'}. {OFFLINE_OPTIONS}"
+        )
+    cached = _cached_hf_file(tag_cfg)
+    if cached:
+        return cached
+    host = "huggingface.co" if tag_cfg.get("hf_hub") else _url_host(tag_cfg.get("url", ""))
+    if not _reachable(host):
+        raise ModelUnavailableError(
+            f"Cannot fetch weights {spec.pretrained!r} for model {spec.name!r}: {host} is unreachable "
+            f"(no network?) and they are not in the local cache. {OFFLINE_OPTIONS}"
+        )
+    try:
+        return open_clip.pretrained.download_pretrained(tag_cfg)
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"Downloading weights {spec.pretrained!r} for model {spec.name!r} failed: {exc}. {OFFLINE_OPTIONS}"
+        ) from exc
+
+
+def _cached_hf_file(tag_cfg: dict) -> str | None:
+    hub = tag_cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo_id, filename = os.path.split(hub.rstrip("/") if hub.endswith("/") else hub)
+    candidates = [filename] if filename and not hub.endswith("/") else [
+        "open_clip_model.safetensors", "open_clip_pytorch_model.bin"
+    ]
+    if hub.endswith("/"):
+        repo_id = hub.rstrip("/")
+    for name in candidates:
+        hit = try_to_load_from_cache(repo_id, name)
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return hit
+    return None
+
+
+def _url_host(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname or "the download host"
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,189 @@
+"""One video through the pipeline (file -> frames -> vectors -> segments -> record), and the
+bookkeeping every indexing job shares: what to skip, buffered writes, failures, the final report.
+
+The Ray job in ``workers/`` distributes exactly these steps; ``index_sequential`` runs them in one
+process (used by the app for single uploads and by tests of the domain without Ray).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import IndexConfig
+from .decode import VideoInfo, decode_video
+from .errors import VideoError
+from .frames import FrameTransform
+from .segments import build_segments, mean_pool
+from .sources import VideoFile, identify
+from .store import Failure, SegmentRow, VideoRecord, VideoStore
+
+# Exit statuses of an indexing run, shared by the CLI and the docs.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vectors: np.ndarray,
+                    thumbnails: list[bytes], config: IndexConfig, model_key: str,
+                    tags: tuple[str, ...] = ()) -> VideoRecord:
+    """Pool one video's frame vectors into segments and a video vector."""
+    if len(times) == 0:
+        raise VideoError(video.path, "decode", "no frames could be sampled")
+    order = np.argsort(times, kind="stable")
+    times, vectors = times[order], vectors[order]
+    thumbnails = [thumbnails[i] for i in order]
+    segments = build_segments(times, vectors, info.duration, config.segments)
+    return VideoRecord(
+        video_id=video.video_id, path=video.path, size_bytes=video.size_bytes, mtime_ns=video.mtime_ns,
+        duration=info.duration, fps=info.fps, width=info.width, height=info.height,
+        n_frames=len(times), settings=config.to_json(), vector=mean_pool(vectors),
+        segments=[SegmentRow(start=s.start, end=s.end, n_frames=s.n_frames,
+                             thumbnail=thumbnails[s.middle_frame], vector=s.vector) for s in segments],
+        tags=tags,
+    )
+
+
+@dataclass
+class EmbeddedVideo:
+    info: VideoInfo
+    times: np.ndarray
+    vectors: np.ndarray
+    thumbnails: list[bytes]
+
+
+def embed_video(path: str, encoder, config: IndexConfig, batch_size: int = 64) -> EmbeddedVideo:
+    """Decode and embed one video in this process (bounded memory: one chunk of frames at a time)."""
+    transform = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)
+    info, chunks = decode_video(path, transform, config)
+    times, vectors, thumbs = [], [], []
+    pending, pending_times = [], []
+
+    def flush():
+        if pending:
+            vectors.append(encoder.encode_pixels(np.concatenate(pending)))
+            times.append(np.concatenate(pending_times))
+            pending.clear()
+            pending_times.clear()
+
+    for chunk in chunks:
+        pending.append(chunk.pixels)
+        pending_times.append(chunk.times)
+        thumbs.extend(chunk.thumbnails)
+        if sum(len(p) for p in pending) >= batch_size:
+            flush()
+    flush()
+    if not times:
+        raise VideoError(path, "decode", "no frames could be sampled")
+    return EmbeddedVideo(info, np.concatenate(times), np.concatenate(vectors), thumbs)
+
+
+@dataclass
+class JobReport:
+    """What a run did; the CLI prints it and derives the exit status from it."""
+
+    total: int = 0
+    skipped: int = 0
+    indexed: int = 0
+    frames: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    ann_index: str | None = None
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_PARTIAL if self.failures else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total, "skipped": self.skipped, "indexed": self.indexed,
+            "failed": len(self.failures), "frames": self.frames, "seconds": round(self.seconds, 3),
+            "ann_index": self.ann_index,
+            "failures": [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in self.failures],
+            "exit_status": self.exit_status,
+        }
+
+
+def plan_work(store: VideoStore, suffix: str, paths: Iterable[str], report: JobReport) -> list[VideoFile]:
+    """Identify every file; drop those already indexed with this model (same content) and repeats.
+    Unreadable files become failures here, before any decoding."""
+    known = store.indexed_files(suffix)
+    done_ids = {row["video_id"] for row in known.values()}
+    todo: list[VideoFile] = []
+    seen: set[str] = set()
+    for path in paths:
+        report.total += 1
+        try:
+            video = identify(path, known)
+        except OSError as exc:
+            report.failures.append(Failure(path, "read", exc.strerror or str(exc)))
+            continue
+        if video.video_id in done_ids and known.get(path, {}).get("video_id") in (None, video.video_id):
+            report.skipped += 1
+        elif video.video_id in seen:
+            report.skipped += 1  # same bytes twice in this run: index once
+        else:
+            seen.add(video.video_id)
+            todo.append(video)
+    return todo
+
+
+class RecordWriter:
+    """Buffers finished videos and writes them in batches: one LanceDB commit per batch, not per
+    video, so thousands of videos do not leave thousands of tiny fragments."""
+
+    def __init__(self, store: VideoStore, model_key: str, suffix: str, report: JobReport,
+                 every_videos: int = 32, every_seconds: float = 10.0):
+        self.store, self.model_key, self.suffix, self.report = store, model_key, suffix, report
+        self.every_videos, self.every_seconds = every_videos, every_seconds
+        self.records: list[VideoRecord] = []
+        self.failures: list[Failure] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, record: VideoRecord) -> None:
+        self.records.append(record)
+        self.report.indexed += 1
+        self.report.frames += record.n_frames
+        self._maybe_flush()
+
+    def fail(self, path: str, stage: str, reason: str) -> None:
+        failure = Failure(path, stage, reason)
+        self.failures.append(failure)
+        self.report.failures.append(failure)
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if (len(self.records) >= self.every_videos
+                or time.monotonic() - self.last_flush >= self.every_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.write_videos(self.model_key, self.suffix, self.records)
+        self.store.record_failures(self.model_key, self.failures)
+        self.records, self.failures = [], []
+        self.last_flush = time.monotonic()
+
+
+def index_sequential(store: VideoStore, encoder, paths: list[str], config: IndexConfig,
+                     tags: tuple[str, ...] = (), on_progress: Callable[[int, int], None] | None = None
+                     ) -> JobReport:
+    """Index ``paths`` in this process, one video after another."""
+    started = time.monotonic()
+    report = JobReport()
+    suffix = encoder.spec.table_suffix
+    writer = RecordWriter(store, encoder.model_key, suffix, report)
+    todo = plan_work(store, suffix, paths, report)
+    for failure in report.failures:
+        writer.failures.append(failure)
+    for done, video in enumerate(todo, 1):
+        try:
+            embedded = embed_video(video.path, encoder, config)
+            writer.add(assemble_record(video, embedded.info, embedded.times, embedded.vectors,
+                                       embedded.thumbnails, config, encoder.model_key, tags))
+        except VideoError as exc:
+            writer.fail(exc.path, exc.stage, exc.reason)
+        if on_progress:
+            on_progress(done, len(todo))
+    writer.flush()
+    report.seconds = time.monotonic() - started
+    return report

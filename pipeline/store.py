@@ -1,0 +1,339 @@
+"""The LanceDB store: one table of segments and one of videos per model, plus failures.
+
+Vectors of different models never mix: every model key (name + weights) gets its own pair of
+tables, named after it, and a small ``models`` table says which key each pair belongs to. Writes
+are done by one process (the job's driver): concurrent ``merge_insert`` of new keys can duplicate
+rows (lance#4585), and one writer keeps every batch one atomic commit per table.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+VIDEO_KEY = pa.field("video_id", pa.string(), nullable=False,
+                     metadata={"lance-schema:unenforced-primary-key": "true"})
+SEGMENT_KEY = pa.field("segment_id", pa.string(), nullable=False,
+                       metadata={"lance-schema:unenforced-primary-key": "true"})
+ANN_AUTO_THRESHOLD = 100_000  # rows past which `index` builds an ANN index by itself
+MODELS_TABLE = "models"
+FAILURES_TABLE = "failures"
+
+
+def segments_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        SEGMENT_KEY,
+        pa.field("video_id", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("segment_index", pa.int32()),
+        pa.field("start", pa.float64()),
+        pa.field("end", pa.float64()),
+        pa.field("n_frames", pa.int32()),
+        pa.field("model", pa.string()),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("thumbnail", pa.binary()),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+def videos_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        VIDEO_KEY,
+        pa.field("path", pa.string()),
+        pa.field("size_bytes", pa.int64()),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("duration", pa.float64()),
+        pa.field("fps", pa.float64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("n_frames", pa.int32()),
+        pa.field("n_segments", pa.int32()),
+        pa.field("model", pa.string()),
+        pa.field("settings", pa.string()),
+        pa.field("tags", pa.list_(pa.string())),
+        pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+FAILURES_SCHEMA = pa.schema([
+    pa.field("failure_id", pa.string(), nullable=False,
+             metadata={"lance-schema:unenforced-primary-key": "true"}),
+    pa.field("path", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("stage", pa.string()),
+    pa.field("reason", pa.string()),
+    pa.field("time", pa.timestamp("us", tz="UTC")),
+])
+
+MODELS_SCHEMA = pa.schema([
+    pa.field("suffix", pa.string(), nullable=False),
+    pa.field("model", pa.string()),
+    pa.field("dim", pa.int32()),
+])
+
+
+@dataclass
+class SegmentRow:
+    start: float
+    end: float
+    n_frames: int
+    thumbnail: bytes
+    vector: np.ndarray
+
+
+@dataclass
+class VideoRecord:
+    """Everything one indexed video adds to the store."""
+
+    video_id: str
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    duration: float
+    fps: float
+    width: int
+    height: int
+    n_frames: int
+    settings: str
+    vector: np.ndarray
+    segments: list[SegmentRow]
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class Failure:
+    path: str
+    stage: str
+    reason: str
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal (LanceDB filters are SQL)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_in(column: str, values) -> str:
+    values = list(values)
+    if not values:
+        return "false"
+    return f"{column} IN ({', '.join(sql_str(v) for v in values)})"
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class VideoStore:
+    """Reads and writes one LanceDB database (a folder, or any LanceDB URI such as s3://...)."""
+
+    def __init__(self, uri: str, storage_options: dict | None = None):
+        import lancedb
+
+        self.uri = uri
+        self.db = lancedb.connect(uri, storage_options=storage_options)
+
+    # ---- tables -------------------------------------------------------------------------
+    def _names(self) -> set[str]:
+        return set(self.db.table_names(limit=100_000)) if _accepts_limit(self.db.table_names) \
+            else set(self.db.table_names())
+
+    def _open_or_create(self, name: str, schema: pa.Schema):
+        if name in self._names():
+            return self.db.open_table(name)
+        return self.db.create_table(name, schema=schema, exist_ok=True)
+
+    def _open(self, name: str):
+        return self.db.open_table(name) if name in self._names() else None
+
+    @staticmethod
+    def segments_table_name(suffix: str) -> str:
+        return f"segments_{suffix}"
+
+    @staticmethod
+    def videos_table_name(suffix: str) -> str:
+        return f"videos_{suffix}"
+
+    def register_model(self, model_key: str, suffix: str, dim: int) -> None:
+        table = self._open_or_create(MODELS_TABLE, MODELS_SCHEMA)
+        if table.count_rows(f"suffix = {sql_str(suffix)}") == 0:
+            table.add(pa.Table.from_pylist([{"suffix": suffix, "model": model_key, "dim": dim}],
+                                           schema=MODELS_SCHEMA))
+        existing = self._open(self.videos_table_name(suffix))
+        if existing is not None:
+            stored_dim = existing.schema.field("vector").type.list_size
+            if stored_dim != dim:
+                raise ValueError(f"Table for {model_key} holds {stored_dim}-d vectors, model gives {dim}-d")
+
+    def models(self) -> list[dict]:
+        table = self._open(MODELS_TABLE)
+        return table.to_arrow().to_pylist() if table is not None else []
+
+    def segments_table(self, suffix: str, dim: int | None = None):
+        name = self.segments_table_name(suffix)
+        return self._open_or_create(name, segments_schema(dim)) if dim else self._open(name)
+
+    def videos_table(self, suffix: str, dim: int | None = None):
+        name = self.videos_table_name(suffix)
+        return self._open_or_create(name, videos_schema(dim)) if dim else self._open(name)
+
+    # ---- reads used by the job to skip done work -------------------------------------------
+    def indexed_files(self, suffix: str) -> dict[str, dict]:
+        """path -> {video_id, size_bytes, mtime_ns} of every indexed video for this model."""
+        table = self.videos_table(suffix)
+        if table is None:
+            return {}
+        rows = table.to_lance().to_table(columns=["video_id", "path", "size_bytes", "mtime_ns"]).to_pylist()
+        return {r["path"]: r for r in rows}
+
+    # ---- writes ----------------------------------------------------------------------------
+    def write_videos(self, model_key: str, suffix: str, records: list[VideoRecord]) -> None:
+        """Store a batch of indexed videos atomically per table.
+
+        Segments first, then the video rows: a video row is the "done" marker, so a crash between
+        the two commits leaves the video to be redone, never half-visible as done. Rows of an
+        earlier version of the same path (a file changed in place) are replaced in the same commit.
+        """
+        if not records:
+            return
+        dim = int(records[0].vector.shape[0])
+        self.register_model(model_key, suffix, dim)
+        ids = [r.video_id for r in records]
+        paths = [r.path for r in records]
+        stale = f"({sql_in('video_id', ids)} OR {sql_in('path', paths)})"
+        seg_rows = []
+        for rec in records:
+            for i, seg in enumerate(rec.segments):
+                seg_rows.append({
+                    "segment_id": f"{rec.video_id}:{i:05d}", "video_id": rec.video_id, "path": rec.path,
+                    "segment_index": i, "start": float(seg.start), "end": float(seg.end),
+                    "n_frames": int(seg.n_frames), "model": model_key, "tags": list(rec.tags),
+                    "thumbnail": seg.thumbnail, "vector": seg.vector.astype(np.float32).tolist(),
+                })
+        segments = self.segments_table(suffix, dim)
+        (segments.merge_insert("segment_id").when_matched_update_all().when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(stale)
+         .execute(pa.Table.from_pylist(seg_rows, schema=segments_schema(dim))))
+        stamp = now_utc()
+        video_rows = [{
+            "video_id": r.video_id, "path": r.path, "size_bytes": r.size_bytes, "mtime_ns": r.mtime_ns,
+            "duration": r.duration, "fps": r.fps, "width": r.width, "height": r.height,
+            "n_frames": r.n_frames, "n_segments": len(r.segments), "model": model_key,
+            "settings": r.settings, "tags": list(r.tags), "indexed_at": stamp,
+            "vector": r.vector.astype(np.float32).tolist(),
+        } for r in records]
+        videos = self.videos_table(suffix, dim)
+        (videos.merge_insert("video_id").when_matched_update_all().when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(stale)
+         .execute(pa.Table.from_pylist(video_rows, schema=videos_schema(dim))))
+        self.clear_failures(model_key, paths)
+
+    def record_failures(self, model_key: str, failures: list[Failure]) -> None:
+        if not failures:
+            return
+        table = self._open_or_create(FAILURES_TABLE, FAILURES_SCHEMA)
+        stamp = now_utc()
+        rows = [{"failure_id": f"{model_key}|{f.path}", "path": f.path, "model": model_key,
+                 "stage": f.stage, "reason": f.reason, "time": stamp} for f in failures]
+        (table.merge_insert("failure_id").when_matched_update_all().when_not_matched_insert_all()
+         .execute(pa.Table.from_pylist(rows, schema=FAILURES_SCHEMA)))
+
+    def clear_failures(self, model_key: str, paths: list[str]) -> None:
+        table = self._open(FAILURES_TABLE)
+        if table is not None and paths:
+            table.delete(f"model = {sql_str(model_key)} AND {sql_in('path', paths)}")
+
+    def failures(self, model_key: str | None = None) -> list[dict]:
+        table = self._open(FAILURES_TABLE)
+        if table is None:
+            return []
+        rows = table.to_arrow().to_pylist()
+        rows = [r for r in rows if model_key is None or r["model"] == model_key]
+        return sorted(rows, key=lambda r: r["time"])
+
+    # ---- search ----------------------------------------------------------------------------
+    def has_vector_index(self, suffix: str) -> bool:
+        table = self.segments_table(suffix)
+        return table is not None and any("vector" in idx.columns for idx in table.list_indices())
+
+    def build_vector_index(self, suffix: str) -> str:
+        """IVF_PQ over segment vectors, cosine; sized from the row count. Returns a description."""
+        table = self.segments_table(suffix)
+        if table is None:
+            raise ValueError("nothing indexed with this model yet")
+        rows = table.count_rows()
+        if rows < 256:
+            return f"not built: {rows} segments are too few to train an index (exact search is used)"
+        dim = table.schema.field("vector").type.list_size
+        partitions = max(1, min(4096, int(math.sqrt(rows))))
+        sub_vectors = next(d for d in (dim // 8, dim // 4, dim // 2, dim, 1) if d >= 1 and dim % d == 0)
+        table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=partitions,
+                           num_sub_vectors=sub_vectors, replace=True)
+        return f"IVF_PQ index built: {rows} segments, {partitions} partitions, {sub_vectors} sub-vectors"
+
+    def optimize(self, suffix: str) -> None:
+        """Fold new rows into the ANN index and compact small fragments."""
+        for table in (self.segments_table(suffix), self.videos_table(suffix)):
+            if table is not None:
+                table.optimize()
+
+    def search_segments(self, suffix: str, vector: np.ndarray, limit: int, where: str | None = None,
+                        exact: bool = False) -> list[dict]:
+        table = self.segments_table(suffix)
+        if table is None:
+            return []
+        query = table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
+        if where:
+            query = query.where(where, prefilter=True)
+        if exact:
+            query = query.bypass_vector_index()
+        elif self.has_vector_index(suffix):
+            query = query.nprobes(32).refine_factor(10)
+        columns = ["segment_id", "video_id", "path", "segment_index", "start", "end", "n_frames", "_distance",
+                   "model", "tags", "thumbnail"]
+        rows = query.select(columns).limit(limit).to_list()
+        for row in rows:
+            row["score"] = 1.0 - float(row.pop("_distance"))
+        return rows
+
+    # ---- summaries -------------------------------------------------------------------------
+    def summary(self) -> list[dict]:
+        out = []
+        for model in self.models():
+            videos = self.videos_table(model["suffix"])
+            segments = self.segments_table(model["suffix"])
+            last = None
+            if videos is not None and videos.count_rows():
+                last = max(videos.to_lance().to_table(columns=["indexed_at"]).column(0).to_pylist())
+            out.append({
+                "model": model["model"], "dim": model["dim"],
+                "videos": videos.count_rows() if videos is not None else 0,
+                "segments": segments.count_rows() if segments is not None else 0,
+                "ann_index": self.has_vector_index(model["suffix"]),
+                "last_indexed": last.isoformat() if last else None,
+            })
+        return out
+
+    def video_rows(self, suffix: str, columns: list[str] | None = None) -> list[dict]:
+        table = self.videos_table(suffix)
+        if table is None:
+            return []
+        cols = columns or ["video_id", "path", "duration", "n_segments", "tags", "indexed_at"]
+        return table.to_lance().to_table(columns=cols).to_pylist()
+
+
+def _accepts_limit(fn) -> bool:
+    import inspect
+
+    try:
+        return "limit" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def settings_json(**kwargs) -> str:
+    return json.dumps(kwargs, sort_keys=True)
