@@ -146,10 +146,15 @@ def cmd_search(args) -> int:
     from pipeline.search import search_text
     from pipeline.store import VideoStore
 
+    from pipeline.errors import InputError
+    from pipeline.search import MAX_K, require_indexed
+
+    if not args.query.strip():
+        raise InputError("The search query is empty: describe what you are looking for.")
+    if not 1 <= args.k <= MAX_K:
+        raise InputError(f"k must be an integer between 1 and {MAX_K}, got {args.k}")
     store = VideoStore(args.db)
     spec = _spec(args)
-    from pipeline.search import require_indexed
-
     require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
     hits = search_text(store, ClipEncoder.from_spec(spec), args.query, k=args.k, per_video=args.per_video,
                        where=args.where, exact=args.exact)

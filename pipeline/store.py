@@ -139,8 +139,13 @@ class VideoStore:
 
     # ---- tables -------------------------------------------------------------------------
     def _names(self) -> set[str]:
-        return set(self.db.table_names(limit=100_000)) if _accepts_limit(self.db.table_names) \
-            else set(self.db.table_names())
+        names, token = set(), None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            names.update(page.tables)
+            token = page.page_token
+            if not token:
+                return names
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         if name in self._names():
@@ -324,15 +329,6 @@ class VideoStore:
             return []
         cols = columns or ["video_id", "path", "duration", "n_segments", "tags", "indexed_at"]
         return table.to_lance().to_table(columns=cols).to_pylist()
-
-
-def _accepts_limit(fn) -> bool:
-    import inspect
-
-    try:
-        return "limit" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def settings_json(**kwargs) -> str:

@@ -231,6 +231,10 @@ def test_webm_works_when_decord_was_imported_first(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     usable, n_decoded, n_frames = out.stdout.split()
     assert int(n_decoded) == int(n_frames) == 20
+    # whichever path the child took (fallback subprocess or not), the bytes are the same
+    video = VideoSpec([SceneSpec("green", "star", 2.0)], 160, 120, 10, "webm")
+    synth.render_video(tmp_path / "here.webm", video)
+    assert (tmp_path / "here.webm").read_bytes() == (tmp_path / "v.webm").read_bytes()
 
 
 # --- random specs and archives -------------------------------------------------------------
@@ -304,6 +308,7 @@ def test_synthesize_archive_is_deterministic(tmp_path):
             for d in ("a", "b")
         ]
         assert np.array_equal(*frames)
+        assert (tmp_path / "a" / entry["path"]).read_bytes() == (tmp_path / "b" / entry["path"]).read_bytes()
     c = _synth(tmp_path / "c", 12)
     assert c["videos"] != a["videos"]
 

@@ -1,0 +1,56 @@
+"""Shared fixtures: videos rendered from the shapes-world spec, and random-weight models.
+
+Random weights are for plumbing and parity only; semantic claims use the bundled shapes-tiny.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.synth import SceneSpec, VideoSpec, render_video
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE_PAIRS = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("white", "star")]
+
+
+def make_video(path, fps=24, durations=(3.0,), container="mp4", size=(160, 120), pairs=None,
+               background="black") -> dict:
+    """Render a small shapes-world video with one scene per duration; returns its manifest entry."""
+    pairs = pairs or SCENE_PAIRS
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    scenes = [SceneSpec(colour=pairs[i % len(pairs)][0], shape=pairs[i % len(pairs)][1], duration_s=d,
+                        size_frac=0.4, vx=0.1, vy=0.05, spin=0.5)
+              for i, d in enumerate(durations)]
+    return render_video(Path(path), VideoSpec(scenes=scenes, width=size[0], height=size[1], fps=fps,
+                                              container=container, background=background))
+
+
+@pytest.fixture(scope="session")
+def random_vit():
+    """ViT-B-32 with seeded random weights (the same in every process)."""
+    from models.encoder import ClipEncoder
+    from models.spec import resolve_spec
+
+    return ClipEncoder.from_spec(resolve_spec("ViT-B-32", "none"))
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory):
+    """Three good videos of different formats and frame rates."""
+    root = tmp_path_factory.mktemp("archive")
+    make_video(root / "a.mp4", fps=25, durations=(3.0, 2.5))
+    make_video(root / "b.mkv", fps=30, durations=(2.0,), container="mkv", pairs=[("green", "square")])
+    make_video(root / "sub" / "c.webm", fps=10, durations=(4.2,), container="webm",
+               pairs=[("purple", "circle")], size=(214, 120))
+    return root
+
+
+def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """The real `vidsift` command in a subprocess, as a user runs it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,138 @@
+"""The four core commands through the real `vidsift` CLI in subprocesses; indexing on local Ray."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.store import VideoStore
+from tests.conftest import make_video, run_cli
+
+RANDOM = ["--model", "ViT-B-32", "--pretrained", "none"]
+
+
+@pytest.fixture(scope="module")
+def messy_folder(tmp_path_factory, small_archive):
+    """Good videos plus a truncated video, a zero-byte file and a text file named .mp4."""
+    root = tmp_path_factory.mktemp("messy")
+    shutil.copytree(small_archive, root, dirs_exist_ok=True)
+    make_video(root / "long.mp4", fps=24, durations=(6.0,), pairs=[("orange", "triangle")])
+    good = (root / "long.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("this is not a video\n")
+    (root / "README.txt").write_text("ignored: not a video extension\n")
+    return root
+
+
+def test_index_on_local_ray_records_failures_and_resumes(tmp_path, messy_folder):
+    db = tmp_path / "db"
+    result = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--json")
+    assert result.returncode == 3, result.stderr  # completed with failures
+    report = json.loads(result.stdout)
+    assert (report["total"], report["indexed"], report["failed"]) == (7, 4, 3)
+    reasons = {f["path"].rsplit("/", 1)[-1]: f for f in report["failures"]}
+    assert set(reasons) == {"truncated.mp4", "empty.mp4", "notes.mp4"}
+    assert "0 bytes" in reasons["empty.mp4"]["reason"]
+    assert all(f["reason"] and f["stage"] for f in report["failures"])
+
+    status = run_cli("status", "--db", db, "--json")
+    assert status.returncode == 0
+    state = json.loads(status.stdout)
+    assert state["models"][0]["videos"] == 4 and state["models"][0]["model"] == "ViT-B-32|random"
+    assert {f["path"].rsplit("/", 1)[-1] for f in state["failures"]} == set(reasons)
+    human = run_cli("status", "--db", db)
+    assert "truncated.mp4" in human.stdout and "0 bytes" in human.stdout
+
+    # Resume: nothing new is decoded; the good videos are skipped, the bad ones fail again.
+    again = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--json")
+    report = json.loads(again.stdout)
+    assert (report["indexed"], report["skipped"], report["failed"]) == (0, 4, 3)
+    store = VideoStore(str(db))
+    assert store.summary()[0]["segments"] == sum(1 for _ in store.segments_table(
+        store.models()[0]["suffix"]).to_arrow().column("segment_id").unique())
+
+    # The Ray job and the in-process path store the same vectors.
+    local_db = tmp_path / "local"
+    local = run_cli("index", messy_folder, "--db", local_db, *RANDOM, "--fps", "2", "--no-ray", "--json")
+    assert local.returncode == 3
+    ray_rows = {r["segment_id"]: r for r in store.segments_table(store.models()[0]["suffix"]).to_arrow().to_pylist()}
+    other = VideoStore(str(local_db))
+    local_rows = {r["segment_id"]: r for r in other.segments_table(other.models()[0]["suffix"]).to_arrow().to_pylist()}
+    assert ray_rows.keys() == local_rows.keys()
+    for key, row in ray_rows.items():
+        assert (row["start"], row["end"], row["n_frames"]) == (local_rows[key]["start"], local_rows[key]["end"],
+                                                                 local_rows[key]["n_frames"])
+        assert np.dot(row["vector"], local_rows[key]["vector"]) > 0.9999
+
+    search = run_cli("search", "an orange triangle", "--db", db, *RANDOM, "-k", "3", "--json",
+                     "--thumbnails", tmp_path / "thumbs")
+    assert search.returncode == 0, search.stderr
+    results = json.loads(search.stdout)["results"]
+    assert len(results) == 3
+    assert [r["rank"] for r in results] == [1, 2, 3]
+    assert results[0]["score"] >= results[1]["score"] >= results[2]["score"]
+    assert all(r["end"] > r["start"] >= 0 for r in results)
+    assert all((tmp_path / "thumbs").joinpath(r["thumbnail_file"].rsplit("/", 1)[-1]).stat().st_size > 100
+               for r in results)
+    per_video = json.loads(run_cli("search", "x", "--db", db, *RANDOM, "--per-video", "--json").stdout)
+    assert len({r["video_id"] for r in per_video["results"]}) == len(per_video["results"]) == 4
+
+
+def test_classify_cli(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, fps=25, durations=(3.0, 3.0))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("# shapes\na red circle\na blue square\n\nan orange star\n")
+    result = run_cli("classify", clip, "--labels-file", labels, *RANDOM, "--window", "3", "--per-segment",
+                     "--json", "--template", "a photo of {}.", "--template", "{}")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert {r["label"] for r in out["labels"]} == {"a red circle", "a blue square", "an orange star"}
+    assert sum(r["probability"] for r in out["labels"]) == pytest.approx(1.0, abs=1e-4)
+    assert [(s["start"], s["end"]) for s in out["segments"]] == [(0.0, 3.0), (3.0, 6.0)]
+    assert out["templates"] == ["a photo of {}.", "{}"]
+    human = run_cli("classify", clip, "--labels", "a red circle,a blue square", *RANDOM)
+    assert human.returncode == 0 and "a red circle" in human.stdout
+
+
+@pytest.fixture(scope="module")
+def indexed_clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("one")
+    clip = folder / "clip.mp4"
+    make_video(clip, fps=10, durations=(2.0,))
+    db = folder / "db"
+    assert run_cli("index", clip, "--db", db, *RANDOM, "--no-ray").returncode == 0
+    return clip, db
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["search", "", *RANDOM], 2, "query is empty"),
+    (["search", "cats", *RANDOM, "-k", "0"], 2, "k must be"),
+    (["classify", "/nonexistent/clip.mp4", "--labels", "a,b", *RANDOM], 1, "/nonexistent/clip.mp4"),
+    (["classify", "CLIP", "--labels-file", "/nonexistent/labels.txt", *RANDOM], 2, "labels.txt"),
+    (["index", "/nonexistent/folder", *RANDOM], 2, "/nonexistent/folder"),
+    (["index", "FOLDER", *RANDOM, "--fps", "-3"], 2, "--fps"),
+    (["index", "FOLDER", *RANDOM, "--window", "0"], 2, "--window"),
+])
+def test_bad_arguments_get_one_clear_line(indexed_clip, args, code, needle):
+    clip, db = indexed_clip
+    args = [str(clip) if a == "CLIP" else str(clip.parent) if a == "FOLDER" else a for a in args]
+    result = run_cli(*args, "--db", db)
+    assert result.returncode == code, result.stderr
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_weights_fail_fast_naming_the_offline_options(tmp_path):
+    result = run_cli("search", "a dog", "--db", tmp_path / "db", timeout=120)
+    assert result.returncode == 2 and "Nothing is indexed" in result.stderr  # checked before loading
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, fps=10, durations=(2.0,))
+    result = run_cli("classify", clip, "--labels", "a,b", "--model", "ViT-B-32", "--pretrained",
+                     "laion2b_s34b_b79k", env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert result.returncode == 1
+    message = result.stderr
+    assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message
+    assert "shapes-tiny" in message and "--pretrained none" in message
+    assert "Traceback" not in message

@@ -1,0 +1,119 @@
+"""Re-indexing is idempotent, changed files are replaced, and failures never damage what is stored."""
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from pipeline.indexing import index_sequential
+from pipeline.search import search_vector
+from pipeline.sources import discover
+from pipeline.store import VideoStore
+from tests.conftest import make_video
+
+CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(window_s=2.0))
+
+
+def _counts(store, encoder):
+    suffix = encoder.spec.table_suffix
+    return store.videos_table(suffix).count_rows(), store.segments_table(suffix).count_rows()
+
+
+def test_reindex_is_idempotent_and_adds_new_files(tmp_path, random_vit, small_archive):
+    store = VideoStore(str(tmp_path / "db"))
+    report = index_sequential(store, random_vit, discover([str(small_archive)]), CONFIG)
+    assert (report.indexed, report.skipped, len(report.failures)) == (3, 0, 0)
+    first = _counts(store, random_vit)
+    assert first[0] == 3 and first[1] == 3 + 1 + 3  # 5.5 s, 2 s and 4.2 s in 2-second windows
+
+    again = index_sequential(store, random_vit, discover([str(small_archive)]), CONFIG)
+    assert (again.indexed, again.skipped) == (0, 3)
+    assert _counts(store, random_vit) == first
+
+    folder = tmp_path / "more"
+    shutil.copytree(small_archive, folder)
+    make_video(folder / "d.mp4", fps=24, durations=(2.0,), pairs=[("orange", "star")])
+    grown = index_sequential(store, random_vit, discover([str(folder)]), CONFIG)
+    # d.mp4 is new; the copies of a, b, c are the same content as already indexed videos.
+    assert (grown.indexed, grown.skipped) == (1, 3)
+    assert _counts(store, random_vit) == (4, first[1] + 1)
+
+
+def test_file_changed_in_place_replaces_its_rows(tmp_path, random_vit):
+    path = tmp_path / "v.mp4"
+    make_video(path, fps=24, durations=(6.0,))
+    store = VideoStore(str(tmp_path / "db"))
+    index_sequential(store, random_vit, [str(path)], CONFIG)
+    suffix = random_vit.spec.table_suffix
+    old_id = store.videos_table(suffix).to_arrow().column("video_id")[0].as_py()
+    assert _counts(store, random_vit) == (1, 3)
+
+    make_video(path, fps=24, durations=(3.0,), pairs=[("green", "triangle")])  # overwrite, shorter
+    report = index_sequential(store, random_vit, [str(path)], CONFIG)
+    assert report.indexed == 1
+    rows = store.segments_table(suffix).to_arrow().to_pylist()
+    assert _counts(store, random_vit) == (1, 2)
+    assert {r["video_id"] for r in rows} != {old_id}
+    assert max(r["end"] for r in rows) == pytest.approx(3.0)
+
+
+def test_a_file_that_breaks_keeps_its_previous_rows_and_records_the_failure(tmp_path, random_vit):
+    path = tmp_path / "v.mp4"
+    make_video(path, fps=24, durations=(4.0,))
+    store = VideoStore(str(tmp_path / "db"))
+    index_sequential(store, random_vit, [str(path)], CONFIG)
+    before = store.segments_table(random_vit.spec.table_suffix).to_arrow().to_pylist()
+
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # truncated in place
+    report = index_sequential(store, random_vit, [str(path)], CONFIG)
+    assert report.indexed == 0 and len(report.failures) == 1
+    assert report.failures[0].path == str(path)
+    after = store.segments_table(random_vit.spec.table_suffix).to_arrow().to_pylist()
+    assert [r["segment_id"] for r in after] == [r["segment_id"] for r in before]
+    assert store.failures()[0]["path"] == str(path)
+
+    make_video(path, fps=24, durations=(2.0,))  # repaired: the failure is cleared
+    index_sequential(store, random_vit, [str(path)], CONFIG)
+    assert store.failures() == []
+
+
+def test_models_never_share_a_table(tmp_path, random_vit, small_archive):
+    from models.encoder import ClipEncoder
+    from models.spec import resolve_spec
+
+    other = ClipEncoder.from_spec(resolve_spec("RN50", "none"))
+    store = VideoStore(str(tmp_path / "db"))
+    paths = discover([str(small_archive)])
+    index_sequential(store, random_vit, paths[:1], CONFIG)
+    index_sequential(store, other, paths, CONFIG)
+    summary = {m["model"]: m for m in store.summary()}
+    assert summary["ViT-B-32|random"]["videos"] == 1
+    assert summary["RN50|random"]["videos"] == 3
+    assert summary["RN50|random"]["dim"] == 1024 and summary["ViT-B-32|random"]["dim"] == 512
+    query = other.encode_texts(["a red circle"])[0]
+    hits = search_vector(store, other.spec.table_suffix, query, k=10)
+    assert len(hits) == 7
+
+
+def test_search_per_video_and_filters(tmp_path, random_vit, small_archive):
+    store = VideoStore(str(tmp_path / "db"))
+    index_sequential(store, random_vit, discover([str(small_archive)]), CONFIG)
+    suffix = random_vit.spec.table_suffix
+    query = random_vit.encode_texts(["anything"])[0]
+    hits = search_vector(store, suffix, query, k=10)
+    assert len(hits) == 7
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    per_video = search_vector(store, suffix, query, k=10, per_video=True)
+    assert len(per_video) == 3 and len({h.video_id for h in per_video}) == 3
+    # each video's best segment is the first of its segments in the full ranking
+    first_seen = {}
+    for h in hits:
+        first_seen.setdefault(h.video_id, h.segment_index)
+    assert {h.video_id: h.segment_index for h in per_video} == first_seen
+    only_mkv = search_vector(store, suffix, query, k=10, where="path LIKE '%.mkv'")
+    assert [h.path.endswith(".mkv") for h in only_mkv] == [True]
+    assert all(h.thumbnail[:2] == b"\xff\xd8" for h in hits)  # JPEG thumbnails
+    exact = search_vector(store, suffix, query, k=3, exact=True)
+    assert [h.segment_index for h in exact] == [h.segment_index for h in hits[:3]]
