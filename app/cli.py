@@ -36,7 +36,18 @@ def _sampling(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--fps", type=float, default=None, help="frames sampled per second of video (default 1)")
     group.add_argument("--frames", type=int, default=None, help="sample N frames spread uniformly instead")
-    parser.add_argument("--window", type=float, default=10.0, help="segment length in seconds (default 10)")
+    _segmentation(parser)
+
+
+def _segmentation(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segments", default="scenes", choices=["scenes", "fixed"],
+                        help="scene-aware segments (default) or fixed windows of --window seconds")
+    parser.add_argument("--window", type=float, default=10.0, help="fixed segment length in seconds (default 10)")
+    parser.add_argument("--min-scene", type=float, default=1.0, help="shortest scene in seconds (default 1)")
+    parser.add_argument("--max-scene", type=float, default=30.0,
+                        help="longer scenes are split into equal parts (default 30 s)")
+    parser.add_argument("--cut-threshold", type=float, default=None,
+                        help="cosine distance between consecutive frames that makes a cut (default: adaptive)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="frames per encoder batch (default 64)")
     p.add_argument("--build-index", action="store_true", help="build the ANN index after indexing")
     p.add_argument("--no-ray", action="store_true", help="run in this process without Ray (small jobs)")
+    p.add_argument("--no-frames", action="store_true",
+                   help="do not keep frame vectors (saves space; `resegment` then needs a re-index)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("search", help="find the moments matching a description")
@@ -76,6 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-segment", action="store_true", help="also classify each segment")
     p.add_argument("--top", type=int, default=5, help="labels to show (default 5)")
 
+    p = sub.add_parser("resegment", help="re-pool stored frame vectors into new segments (no decoding)")
+    _common(p)
+    _segmentation(p)
+
+    p = sub.add_parser("synth", help="render shapes-world videos and their manifest.json")
+    p.add_argument("out", help="output folder (videos/ and manifest.json)")
+    p.add_argument("--videos", type=int, default=20, help="number of videos (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--exclude-heldout", action="store_true", help="never show the 5 held-out pairs")
+    split.add_argument("--only-heldout", action="store_true", help="show only the 5 held-out pairs")
+    p.add_argument("--formats", default="mp4,mkv,webm,avi", help="containers, comma-separated")
+    p.add_argument("--scenes", type=int, default=None, help="scenes per video (default: 1 to 4)")
+    p.add_argument("--max-size", type=int, default=None, help="largest frame width (default 1280)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="render a sample archive, index it with shapes-tiny, search, classify, open the app")
+    p.add_argument("--out", default="demo-out", help="folder for the archive and database (default ./demo-out)")
+    p.add_argument("--videos", type=int, default=16)
+    p.add_argument("--no-app", action="store_true", help="stop after the searches instead of opening the app")
+    p.add_argument("--port", type=int, default=None)
+
     p = sub.add_parser("status", help="what is indexed, what failed and why")
     p.add_argument("--db", default=os.environ.get("VIDSIFT_DB", DEFAULT_DB))
     p.add_argument("--json", action="store_true")
@@ -86,12 +121,20 @@ def _spec(args):
     return resolve_spec(args.model, args.pretrained, args.device, args.precision)
 
 
+def _segment_config(args):
+    from pipeline.config import SegmentConfig
+
+    return SegmentConfig(mode=args.segments, window_s=args.window, min_scene_s=args.min_scene,
+                         max_scene_s=args.max_scene, cut_threshold=args.cut_threshold)
+
+
 def _index_config(args):
-    from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+    from pipeline.config import IndexConfig, SamplingConfig
 
     sampling = SamplingConfig(fps=None, frames=args.frames) if args.frames is not None \
         else SamplingConfig(fps=args.fps if args.fps is not None else 1.0)
-    return IndexConfig(sampling=sampling, segments=SegmentConfig(window_s=args.window))
+    return IndexConfig(sampling=sampling, segments=_segment_config(args),
+                       keep_frames=not getattr(args, "no_frames", False))
 
 
 def _emit(args, payload, human: str) -> None:
@@ -217,7 +260,51 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, "status": cmd_status}
+def cmd_synth(args) -> int:
+    from pipeline.synth import CONTAINERS, synthesize_archive  # imports PyAV before decord (VP9 clash)
+
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    unknown = set(formats) - set(CONTAINERS)
+    if unknown or not formats:
+        raise ValueError(f"--formats must be among {', '.join(CONTAINERS)}, got {args.formats!r}")
+    if not 1 <= args.videos <= 100_000:
+        raise ValueError(f"--videos must be between 1 and 100000, got {args.videos}")
+    manifest = synthesize_archive(args.out, args.videos, args.seed, exclude_heldout=args.exclude_heldout,
+                                  only_heldout=args.only_heldout, formats=formats, n_scenes=args.scenes,
+                                  max_size=args.max_size, progress=not args.json)
+    scenes = sum(len(v["scenes"]) for v in manifest["videos"])
+    _emit(args, {"out": args.out, "videos": len(manifest["videos"]), "scenes": scenes,
+                 "manifest": str(Path(args.out) / "manifest.json")},
+          f"{len(manifest['videos'])} videos ({scenes} scenes) in {args.out}; manifest: "
+          f"{Path(args.out) / 'manifest.json'}")
+    return EXIT_OK
+
+
+def cmd_resegment(args) -> int:
+    from pipeline.indexing import resegment_store
+    from pipeline.search import require_indexed
+    from pipeline.store import VideoStore
+
+    store = VideoStore(args.db)
+    spec = _spec(args)
+    require_indexed(store, spec)
+    report = resegment_store(store, spec, _segment_config(args))
+    lines = [f"{report.videos} videos re-segmented into {report.segments} segments [{spec.key}]"]
+    if report.without_frames:
+        lines.append(f"{len(report.without_frames)} videos have no stored frames (indexed with --no-frames) "
+                     "and kept their segments; re-index them to change their segments")
+    _emit(args, {**report.to_dict(), "model": spec.key}, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from app.demo import run_demo
+
+    return run_demo(args.out, videos=args.videos, with_app=not args.no_app, port=args.port)
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, "status": cmd_status,
+            "synth": cmd_synth, "demo": cmd_demo, "resegment": cmd_resegment}
 
 
 def main(argv: list[str] | None = None) -> int:

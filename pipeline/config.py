@@ -23,15 +23,38 @@ class SamplingConfig:
         return f"{self.frames} frames/video" if self.frames is not None else f"{self.fps:g} fps"
 
 
+SEGMENT_MODES = ("scenes", "fixed")
+
+
 @dataclass(frozen=True)
 class SegmentConfig:
-    """How frame vectors are pooled over time: fixed windows of ``window_s`` seconds."""
+    """How frame vectors are grouped over time before pooling.
 
+    ``scenes`` (default): cut where consecutive frame embeddings change abruptly (a change point
+    of their cosine distance), keeping scenes between ``min_scene_s`` and ``max_scene_s`` (longer
+    ones are split evenly). ``fixed``: windows of ``window_s`` seconds.
+    ``cut_threshold``: cosine distance above which a change is a cut; None adapts it per video:
+    an outlier among the video's own frame-to-frame distances, and at least ``cut_ratio`` times
+    their median (scale-free, so the same rule works for models whose distances differ in scale).
+    """
+
+    mode: str = "scenes"
     window_s: float = 10.0
+    min_scene_s: float = 1.0
+    max_scene_s: float = 30.0
+    cut_threshold: float | None = None
+    cut_ratio: float = 4.0
 
     def __post_init__(self):
+        if self.mode not in SEGMENT_MODES:
+            raise ValueError(f"--segments must be one of {', '.join(SEGMENT_MODES)}, got {self.mode!r}")
         if not (0.1 <= float(self.window_s) <= 86_400):
             raise ValueError(f"--window must be between 0.1 s and one day, got {self.window_s!r}")
+        if not (0 <= float(self.min_scene_s) < float(self.max_scene_s) <= 86_400):
+            raise ValueError(f"need 0 <= --min-scene < --max-scene <= 86400 s, got {self.min_scene_s!r}, "
+                             f"{self.max_scene_s!r}")
+        if self.cut_threshold is not None and not (0 < float(self.cut_threshold) < 2):
+            raise ValueError(f"--cut-threshold must be a cosine distance in (0, 2), got {self.cut_threshold!r}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +63,7 @@ class IndexConfig:
     segments: SegmentConfig = field(default_factory=SegmentConfig)
     thumbnail_height: int = 108
     decode_chunk: int = 16  # frames decoded at once: bounds memory whatever the video's length
+    keep_frames: bool = True  # store frame vectors too, so segments can be re-pooled without decoding
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

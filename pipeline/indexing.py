@@ -18,7 +18,7 @@ from .errors import VideoError
 from .frames import FrameTransform
 from .segments import build_segments, mean_pool
 from .sources import VideoFile, identify
-from .store import Failure, SegmentRow, VideoRecord, VideoStore
+from .store import Failure, FrameRows, SegmentRow, VideoRecord, VideoStore
 
 # Exit statuses of an indexing run, shared by the CLI and the docs.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -38,9 +38,10 @@ def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vector
         video_id=video.video_id, path=video.path, size_bytes=video.size_bytes, mtime_ns=video.mtime_ns,
         duration=info.duration, fps=info.fps, width=info.width, height=info.height,
         n_frames=len(times), settings=config.to_json(), vector=mean_pool(vectors),
-        segments=[SegmentRow(start=s.start, end=s.end, n_frames=s.n_frames,
-                             thumbnail=thumbnails[s.middle_frame], vector=s.vector) for s in segments],
+        segments=[SegmentRow(start=s.start, end=s.end, n_frames=s.n_frames, thumbnail=thumbnails[s.middle_frame],
+                             vector=s.vector, starts_scene=s.starts_scene) for s in segments],
         tags=tags,
+        frames=FrameRows(times, vectors, thumbnails) if config.keep_frames else None,
     )
 
 
@@ -186,4 +187,64 @@ def index_sequential(store: VideoStore, encoder, paths: list[str], config: Index
             on_progress(done, len(todo))
     writer.flush()
     report.seconds = time.monotonic() - started
+    return report
+
+
+@dataclass
+class ResegmentReport:
+    videos: int = 0
+    segments: int = 0
+    without_frames: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"videos": self.videos, "segments": self.segments, "without_frames": self.without_frames}
+
+
+def resegment_store(store: VideoStore, spec, segments_config, batch: int = 64) -> ResegmentReport:
+    """Re-pool every video's stored frame vectors into new segments: no decoding, no model.
+
+    Videos indexed with ``--no-frames`` have nothing to re-pool; they are listed, and keep their
+    segments.
+    """
+    import json as _json
+
+    from .segments import build_segments
+
+    suffix = spec.table_suffix
+    report = ResegmentReport()
+    videos = store.video_rows(suffix, ["video_id", "path", "duration", "settings", "tags", "n_frames"])
+    for begin in range(0, len(videos), batch):
+        group = videos[begin:begin + batch]
+        frames: dict[str, list[dict]] = {}
+        for row in store.frame_rows(suffix, [v["video_id"] for v in group]):
+            frames.setdefault(row["video_id"], []).append(row)
+        seg_rows, done = [], []
+        for video in group:
+            rows = frames.get(video["video_id"], [])
+            if not rows:
+                report.without_frames.append(video["path"])
+                continue
+            times = np.array([r["time"] for r in rows])
+            vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
+            for i, seg in enumerate(build_segments(times, vectors, video["duration"], segments_config)):
+                seg_rows.append({
+                    "segment_id": f"{video['video_id']}:{i:05d}", "video_id": video["video_id"],
+                    "path": video["path"], "segment_index": i, "start": seg.start, "end": seg.end,
+                    "n_frames": seg.n_frames, "starts_scene": seg.starts_scene, "model": spec.key,
+                    "tags": list(video["tags"] or []), "thumbnail": rows[seg.middle_frame]["thumbnail"],
+                    "vector": seg.vector.tolist(),
+                })
+            done.append(video)
+        if done:
+            dim = len(seg_rows[0]["vector"])
+            from .store import sql_in
+
+            store.replace_segments(suffix, dim, seg_rows, sql_in("video_id", [v["video_id"] for v in done]))
+            for video in done:
+                settings = _json.loads(video["settings"] or "{}")
+                settings["segments"] = {k: getattr(segments_config, k) for k in segments_config.__dataclass_fields__}
+                n = sum(1 for r in seg_rows if r["video_id"] == video["video_id"])
+                store.update_video(suffix, video["video_id"], n_segments=n, settings=_json.dumps(settings, sort_keys=True))
+        report.videos += len(done)
+        report.segments += len(seg_rows)
     return report

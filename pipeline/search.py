@@ -39,15 +39,40 @@ def require_indexed(store: VideoStore, spec) -> None:
         raise InputError(f"Nothing is indexed in {store.uri} with model {spec.key}. Indexed models: {known}")
 
 
+def merge_scene_pieces(rows: list[dict]) -> list[dict]:
+    """Fold hits that are pieces of one scene (a long scene split at ``max_scene_s``) into one hit
+    spanning them, with the best score; rows come best first and stay in that order."""
+    kept: list[dict] = []
+    for row in rows:
+        for hit in kept:
+            if hit["video_id"] != row["video_id"]:
+                continue
+            joins_after = row["segment_index"] == hit["last_index"] + 1 and not row["starts_scene"]
+            joins_before = row["segment_index"] == hit["first_index"] - 1 and not hit["first_starts_scene"]
+            if joins_after or joins_before:
+                hit["start"], hit["end"] = min(hit["start"], row["start"]), max(hit["end"], row["end"])
+                hit["n_frames"] += row["n_frames"]
+                if joins_after:
+                    hit["last_index"] = row["segment_index"]
+                else:
+                    hit["first_index"], hit["first_starts_scene"] = row["segment_index"], row["starts_scene"]
+                break
+        else:
+            kept.append({**row, "first_index": row["segment_index"], "last_index": row["segment_index"],
+                         "first_starts_scene": row["starts_scene"]})
+    return kept
+
+
 def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 10, per_video: bool = False,
                   where: str | None = None, exact: bool = False) -> list[SearchHit]:
-    """Top-k segments for a query vector; with ``per_video`` only each video's best segment.
+    """Top-k moments for a query vector, best first; with ``per_video`` only each video's best.
 
-    Per video, we over-fetch and widen until k distinct videos are found or the table is exhausted.
+    Pieces of one scene are merged into one moment; we over-fetch and widen until k moments are
+    found or the table is exhausted.
     """
     if not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-    fetch = k * 8 if per_video else k
+    fetch = k * (8 if per_video else 2)
     while True:
         try:
             rows = store.search_segments(suffix, vector, fetch, where=where, exact=exact)
@@ -55,21 +80,19 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
             if where:
                 raise InputError(f"Bad filter {where!r}: {str(exc).splitlines()[0][:200]}") from None
             raise
+        hits = merge_scene_pieces(rows)
         if per_video:
             best: dict[str, dict] = {}
-            for row in rows:
-                best.setdefault(row["video_id"], row)
-            picked = list(best.values())[:k]
-            if len(picked) >= k or len(rows) < fetch:
-                rows = picked
-                break
-            fetch *= 4
-        else:
+            for hit in hits:
+                best.setdefault(hit["video_id"], hit)
+            hits = list(best.values())
+        if len(hits) >= k or len(rows) < fetch:
             break
+        fetch *= 4
     return [SearchHit(rank=i + 1, score=round(float(r["score"]), 6), path=r["path"], start=float(r["start"]),
-                      end=float(r["end"]), video_id=r["video_id"], segment_index=int(r["segment_index"]),
+                      end=float(r["end"]), video_id=r["video_id"], segment_index=int(r["first_index"]),
                       n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=r["thumbnail"])
-            for i, r in enumerate(rows)]
+            for i, r in enumerate(hits[:k])]
 
 
 def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: bool = False,

@@ -1,4 +1,4 @@
-"""Temporal pooling: frame vectors -> segment vectors and one whole-video vector."""
+"""Temporal segmentation and pooling: frame vectors -> segment vectors and one whole-video vector."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ class Segment:
     first_frame: int   # slice into the video's sampled frames
     last_frame: int    # exclusive
     vector: np.ndarray
+    starts_scene: bool = True  # False when the segment continues a scene split at max length
 
     @property
     def n_frames(self) -> int:
@@ -24,6 +25,15 @@ class Segment:
     @property
     def middle_frame(self) -> int:
         return self.first_frame + (self.n_frames - 1) // 2
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float
+    end: float
+    first_frame: int
+    last_frame: int
+    starts_scene: bool = True
 
 
 def l2_normalise(vectors: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -36,7 +46,11 @@ def mean_pool(frame_vectors: np.ndarray) -> np.ndarray:
     return l2_normalise(l2_normalise(frame_vectors.astype(np.float32)).mean(axis=0)).astype(np.float32)
 
 
-def fixed_windows(times: np.ndarray, duration: float, config: SegmentConfig) -> list[tuple[float, float, int, int]]:
+def _frames_in(times: np.ndarray, start: float, end: float) -> tuple[int, int]:
+    return int(np.searchsorted(times, start - 1e-9)), int(np.searchsorted(times, end - 1e-9))
+
+
+def fixed_windows(times: np.ndarray, duration: float, config: SegmentConfig) -> list[Window]:
     """Windows [k*w, (k+1)*w) clipped to the video's duration; each keeps the sampled frames whose
     time falls inside. Windows without a sampled frame are left out (nothing to pool)."""
     if len(times) == 0:
@@ -48,13 +62,80 @@ def fixed_windows(times: np.ndarray, duration: float, config: SegmentConfig) -> 
         members = np.nonzero(bins == k)[0]
         start = float(k * window)
         end = float(min((k + 1) * window, duration))
-        out.append((start, max(end, start), int(members[0]), int(members[-1]) + 1))
+        out.append(Window(start, max(end, start), int(members[0]), int(members[-1]) + 1, starts_scene=True))
     return out
+
+
+def frame_distances(vectors: np.ndarray) -> np.ndarray:
+    """Cosine distance between each frame and the one before (length n-1)."""
+    unit = l2_normalise(vectors.astype(np.float32))
+    return 1.0 - np.sum(unit[1:] * unit[:-1], axis=1)
+
+
+MIN_CUT_DISTANCE = 1e-4  # below this two frames are the same picture, whatever the model
+
+
+def cut_threshold(distances: np.ndarray, config: SegmentConfig) -> float:
+    """A cut is an outlier among a video's frame-to-frame distances: above median + 5 robust
+    standard deviations (MAD) and above ``cut_ratio`` x median, so motion within a scene (many
+    similar small distances) never cuts, while a change of scene stands far above them."""
+    if config.cut_threshold is not None:
+        return float(config.cut_threshold)
+    if len(distances) == 0:
+        return float("inf")
+    median = float(np.median(distances))
+    mad = float(np.median(np.abs(distances - median))) * 1.4826
+    return max(MIN_CUT_DISTANCE, median + 5.0 * mad, config.cut_ratio * median)
+
+
+def detect_cuts(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig) -> list[float]:
+    """Cut times (seconds), strongest first accepted, each at least ``min_scene_s`` from the others
+    and from both ends. A cut is placed midway between the two frames it falls between."""
+    if len(times) < 2:
+        return []
+    distances = frame_distances(vectors)
+    threshold = cut_threshold(distances, config)
+    candidates = np.nonzero(distances > threshold)[0] + 1  # index of the first frame after the cut
+    accepted: list[float] = []
+    for i in sorted(candidates, key=lambda j: -distances[j - 1]):
+        t = 0.5 * (float(times[i - 1]) + float(times[i]))
+        if t < config.min_scene_s or duration - t < config.min_scene_s:
+            continue
+        if all(abs(t - other) >= config.min_scene_s for other in accepted):
+            accepted.append(t)
+    return sorted(accepted)
+
+
+def scene_windows(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig,
+                  cuts: list[float] | None = None) -> list[Window]:
+    """Scenes between detected (or given) cuts; scenes longer than ``max_scene_s`` are split into
+    equal parts, marked as continuing the scene."""
+    if len(times) == 0:
+        return []
+    if cuts is None:
+        cuts = detect_cuts(times, vectors, duration, config)
+    bounds = [0.0, *cuts, float(duration)]
+    out: list[Window] = []
+    for start, end in zip(bounds, bounds[1:]):
+        parts = max(1, int(np.ceil((end - start) / config.max_scene_s - 1e-9)))
+        edges = np.linspace(start, end, parts + 1)
+        for p in range(parts):
+            first, last = _frames_in(times, edges[p], edges[p + 1] if p + 1 < parts or end < duration else np.inf)
+            if last > first:
+                out.append(Window(float(edges[p]), float(edges[p + 1]), first, last, starts_scene=p == 0))
+    return out
+
+
+def segment_windows(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig) -> list[Window]:
+    if config.mode == "fixed":
+        return fixed_windows(times, duration, config)
+    return scene_windows(times, vectors, duration, config)
 
 
 def build_segments(times: np.ndarray, frame_vectors: np.ndarray, duration: float,
                    config: SegmentConfig) -> list[Segment]:
     return [
-        Segment(index=i, start=s, end=e, first_frame=a, last_frame=b, vector=mean_pool(frame_vectors[a:b]))
-        for i, (s, e, a, b) in enumerate(fixed_windows(times, duration, config))
+        Segment(index=i, start=w.start, end=w.end, first_frame=w.first_frame, last_frame=w.last_frame,
+                vector=mean_pool(frame_vectors[w.first_frame:w.last_frame]), starts_scene=w.starts_scene)
+        for i, w in enumerate(segment_windows(times, frame_vectors, duration, config))
     ]

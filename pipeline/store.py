@@ -33,8 +33,21 @@ def segments_schema(dim: int) -> pa.Schema:
         pa.field("start", pa.float64()),
         pa.field("end", pa.float64()),
         pa.field("n_frames", pa.int32()),
+        pa.field("starts_scene", pa.bool_()),
         pa.field("model", pa.string()),
         pa.field("tags", pa.list_(pa.string())),
+        pa.field("thumbnail", pa.binary()),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+def frames_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("frame_id", pa.string(), nullable=False,
+                 metadata={"lance-schema:unenforced-primary-key": "true"}),
+        pa.field("video_id", pa.string()),
+        pa.field("frame_index", pa.int32()),
+        pa.field("time", pa.float64()),
         pa.field("thumbnail", pa.binary()),
         pa.field("vector", pa.list_(pa.float32(), dim)),
     ])
@@ -84,6 +97,16 @@ class SegmentRow:
     n_frames: int
     thumbnail: bytes
     vector: np.ndarray
+    starts_scene: bool = True
+
+
+@dataclass
+class FrameRows:
+    """A video's sampled frames, kept so segments can be re-pooled without decoding again."""
+
+    times: np.ndarray
+    vectors: np.ndarray
+    thumbnails: list[bytes]
 
 
 @dataclass
@@ -103,6 +126,7 @@ class VideoRecord:
     vector: np.ndarray
     segments: list[SegmentRow]
     tags: tuple[str, ...] = ()
+    frames: FrameRows | None = None
 
 
 @dataclass
@@ -163,6 +187,10 @@ class VideoStore:
     def videos_table_name(suffix: str) -> str:
         return f"videos_{suffix}"
 
+    @staticmethod
+    def frames_table_name(suffix: str) -> str:
+        return f"frames_{suffix}"
+
     def register_model(self, model_key: str, suffix: str, dim: int) -> None:
         table = self._open_or_create(MODELS_TABLE, MODELS_SCHEMA)
         if table.count_rows(f"suffix = {sql_str(suffix)}") == 0:
@@ -185,6 +213,10 @@ class VideoStore:
     def videos_table(self, suffix: str, dim: int | None = None):
         name = self.videos_table_name(suffix)
         return self._open_or_create(name, videos_schema(dim)) if dim else self._open(name)
+
+    def frames_table(self, suffix: str, dim: int | None = None):
+        name = self.frames_table_name(suffix)
+        return self._open_or_create(name, frames_schema(dim)) if dim else self._open(name)
 
     # ---- reads used by the job to skip done work -------------------------------------------
     def indexed_files(self, suffix: str) -> dict[str, dict]:
@@ -216,13 +248,16 @@ class VideoStore:
                 seg_rows.append({
                     "segment_id": f"{rec.video_id}:{i:05d}", "video_id": rec.video_id, "path": rec.path,
                     "segment_index": i, "start": float(seg.start), "end": float(seg.end),
-                    "n_frames": int(seg.n_frames), "model": model_key, "tags": list(rec.tags),
+                    "n_frames": int(seg.n_frames), "starts_scene": bool(seg.starts_scene),
+                    "model": model_key, "tags": list(rec.tags),
                     "thumbnail": seg.thumbnail, "vector": seg.vector.astype(np.float32).tolist(),
                 })
-        segments = self.segments_table(suffix, dim)
-        (segments.merge_insert("segment_id").when_matched_update_all().when_not_matched_insert_all()
-         .when_not_matched_by_source_delete(stale)
-         .execute(pa.Table.from_pylist(seg_rows, schema=segments_schema(dim))))
+        videos = self.videos_table(suffix)
+        replaced = [] if videos is None else [
+            r["video_id"] for r in videos.search().where(sql_in("path", paths)).select(["video_id"]).limit(None)
+            .to_list()]
+        self._write_frames(suffix, dim, records, replaced)
+        self.replace_segments(suffix, dim, seg_rows, stale)
         stamp = now_utc()
         video_rows = [{
             "video_id": r.video_id, "path": r.path, "size_bytes": r.size_bytes, "mtime_ns": r.mtime_ns,
@@ -236,6 +271,41 @@ class VideoStore:
          .when_not_matched_by_source_delete(stale)
          .execute(pa.Table.from_pylist(video_rows, schema=videos_schema(dim))))
         self.clear_failures(model_key, paths)
+
+    def replace_segments(self, suffix: str, dim: int, seg_rows: list[dict], stale: str) -> None:
+        """Upsert segment rows and delete the rows matching ``stale`` that the batch does not hold
+        (old versions, or a video segmented into fewer pieces): one commit."""
+        segments = self.segments_table(suffix, dim)
+        (segments.merge_insert("segment_id").when_matched_update_all().when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(stale)
+         .execute(pa.Table.from_pylist(seg_rows, schema=segments_schema(dim))))
+
+    def _write_frames(self, suffix: str, dim: int, records: list[VideoRecord], replaced_ids: list[str]) -> None:
+        """Frames of the batch's videos replace those of the same videos and of the versions they
+        replace (``replaced_ids``)."""
+        rows = [{"frame_id": f"{rec.video_id}:{i:06d}", "video_id": rec.video_id, "frame_index": i,
+                 "time": float(t), "thumbnail": rec.frames.thumbnails[i],
+                 "vector": rec.frames.vectors[i].astype(np.float32).tolist()}
+                for rec in records if rec.frames is not None for i, t in enumerate(rec.frames.times)]
+        table = self.frames_table(suffix, dim if rows else None)
+        if table is None:
+            return
+        condition = sql_in("video_id", [r.video_id for r in records] + replaced_ids)
+        (table.merge_insert("frame_id").when_matched_update_all().when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(condition)
+         .execute(pa.Table.from_pylist(rows, schema=frames_schema(dim))))
+
+    def frame_rows(self, suffix: str, video_ids: list[str], columns: list[str] | None = None) -> list[dict]:
+        """The stored frames of some videos, in time order."""
+        table = self.frames_table(suffix)
+        if table is None or not video_ids:
+            return []
+        cols = columns or ["video_id", "frame_index", "time", "thumbnail", "vector"]
+        rows = table.search().where(sql_in("video_id", video_ids)).select(cols).limit(None).to_list()
+        return sorted(rows, key=lambda r: (r["video_id"], r["time"]))
+
+    def update_video(self, suffix: str, video_id: str, **values) -> None:
+        self.videos_table(suffix).update(where=f"video_id = {sql_str(video_id)}", values=values)
 
     def record_failures(self, model_key: str, failures: list[Failure]) -> None:
         if not failures:
@@ -298,7 +368,8 @@ class VideoStore:
             query = query.bypass_vector_index()
         elif self.has_vector_index(suffix):
             query = query.nprobes(32).refine_factor(10)
-        columns = ["segment_id", "video_id", "path", "segment_index", "start", "end", "n_frames", "_distance",
+        columns = ["segment_id", "video_id", "path", "segment_index", "start", "end", "n_frames", "starts_scene",
+                   "_distance",
                    "model", "tags", "thumbnail"]
         rows = query.select(columns).limit(limit).to_list()
         for row in rows:

@@ -27,7 +27,7 @@ def messy_folder(tmp_path_factory, small_archive):
 
 def test_index_on_local_ray_records_failures_and_resumes(tmp_path, messy_folder):
     db = tmp_path / "db"
-    result = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--json")
+    result = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--segments", "fixed", "--json")
     assert result.returncode == 3, result.stderr  # completed with failures
     report = json.loads(result.stdout)
     assert (report["total"], report["indexed"], report["failed"]) == (7, 4, 3)
@@ -45,7 +45,7 @@ def test_index_on_local_ray_records_failures_and_resumes(tmp_path, messy_folder)
     assert "truncated.mp4" in human.stdout and "0 bytes" in human.stdout
 
     # Resume: nothing new is decoded; the good videos are skipped, the bad ones fail again.
-    again = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--json")
+    again = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--segments", "fixed", "--json")
     report = json.loads(again.stdout)
     assert (report["indexed"], report["skipped"], report["failed"]) == (0, 4, 3)
     store = VideoStore(str(db))
@@ -54,7 +54,7 @@ def test_index_on_local_ray_records_failures_and_resumes(tmp_path, messy_folder)
 
     # The Ray job and the in-process path store the same vectors.
     local_db = tmp_path / "local"
-    local = run_cli("index", messy_folder, "--db", local_db, *RANDOM, "--fps", "2", "--no-ray", "--json")
+    local = run_cli("index", messy_folder, "--db", local_db, *RANDOM, "--fps", "2", "--segments", "fixed", "--no-ray", "--json")
     assert local.returncode == 3
     ray_rows = {r["segment_id"]: r for r in store.segments_table(store.models()[0]["suffix"]).to_arrow().to_pylist()}
     other = VideoStore(str(local_db))
@@ -84,7 +84,7 @@ def test_classify_cli(tmp_path):
     make_video(clip, fps=25, durations=(3.0, 3.0))
     labels = tmp_path / "labels.txt"
     labels.write_text("# shapes\na red circle\na blue square\n\nan orange star\n")
-    result = run_cli("classify", clip, "--labels-file", labels, *RANDOM, "--window", "3", "--per-segment",
+    result = run_cli("classify", clip, "--labels-file", labels, *RANDOM, "--segments", "fixed", "--window", "3", "--per-segment",
                      "--json", "--template", "a photo of {}.", "--template", "{}")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)

@@ -25,7 +25,7 @@ def test_timestamps_and_segments_follow_the_video(tmp_path, fps, durations):
     assert info.fps == pytest.approx(fps, rel=1e-3)
     assert len(starts) == round(duration * fps)
 
-    config = IndexConfig(sampling=SamplingConfig(fps=1.0), segments=SegmentConfig(window_s=2.0))
+    config = IndexConfig(sampling=SamplingConfig(fps=1.0), segments=SegmentConfig(mode="fixed", window_s=2.0))
     info, chunks = decode_video(path, TRANSFORM, config)
     times = np.concatenate([c.times for c in chunks])
     # One frame per second of video, the one on screen at t = 0, 1, 2, ...: within one frame.
@@ -33,14 +33,15 @@ def test_timestamps_and_segments_follow_the_video(tmp_path, fps, durations):
     expected = np.arange(len(times), dtype=float)
     assert np.all(times <= expected + 1e-6) and np.all(expected - times < 1.0 / fps + 1e-6)
 
-    segments = fixed_windows(times, info.duration, config.segments)
-    assert segments[0][0] == 0.0
-    assert segments[-1][1] == pytest.approx(duration, abs=1e-3)  # last segment ends with the video
-    for (start, end, first, last), (next_start, *_) in zip(segments, segments[1:]):
-        assert end == pytest.approx(start + 2.0) and next_start == pytest.approx(end)
-    for start, end, first, last in segments:
-        assert np.all((times[first:last] >= start - 1e-6) & (times[first:last] < end + 1e-6))
-    assert sum(last - first for *_, first, last in segments) == len(times)
+    windows = fixed_windows(times, info.duration, config.segments)
+    assert windows[0].start == 0.0
+    assert windows[-1].end == pytest.approx(duration, abs=1e-3)  # last segment ends with the video
+    for window, following in zip(windows, windows[1:]):
+        assert window.end == pytest.approx(window.start + 2.0) and following.start == pytest.approx(window.end)
+    for w in windows:
+        assert np.all((times[w.first_frame:w.last_frame] >= w.start - 1e-6)
+                      & (times[w.first_frame:w.last_frame] < w.end + 1e-6))
+    assert sum(w.last_frame - w.first_frame for w in windows) == len(times)
 
 
 def test_uniform_frame_count_plan(tmp_path):
@@ -77,7 +78,7 @@ def test_segment_vectors_are_renormalised_means():
     vectors = rng.normal(size=(7, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     times = np.arange(7, dtype=float)
-    segments = build_segments(times, vectors, 7.0, SegmentConfig(window_s=3.0))
+    segments = build_segments(times, vectors, 7.0, SegmentConfig(mode="fixed", window_s=3.0))
     assert [(s.start, s.end, s.n_frames) for s in segments] == [(0, 3, 3), (3, 6, 3), (6, 7, 1)]
     expected = vectors[:3].mean(0)
     assert np.allclose(segments[0].vector, expected / np.linalg.norm(expected), atol=1e-6)

@@ -11,7 +11,7 @@ from pipeline.sources import discover
 from pipeline.store import VideoStore
 from tests.conftest import make_video
 
-CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(window_s=2.0))
+CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mode="fixed", window_s=2.0))
 
 
 def _counts(store, encoder):
