@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-video", action="store_true", help="only the best segment of each video")
     p.add_argument("--where", default=None, help="LanceDB SQL filter, e.g. \"path LIKE '%%/cats/%%'\"")
     p.add_argument("--exact", action="store_true", help="exact search even when an ANN index exists")
+    p.add_argument("--pooling", default="mean", choices=["mean", "qs"],
+                   help="mean-pooled segments, or query-scored pooling of their frames (re-ranks)")
     p.add_argument("--thumbnails", default=None, metavar="DIR", help="write result thumbnails (JPEG) here")
 
     p = sub.add_parser("classify", help="zero-shot classification of a clip")
@@ -88,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--templates-file", default=None, help="file with one template per line")
     p.add_argument("--per-segment", action="store_true", help="also classify each segment")
     p.add_argument("--top", type=int, default=5, help="labels to show (default 5)")
+
+    p = sub.add_parser("eval", help="retrieval, classification, localisation and boundary figures")
+    p.add_argument("manifest", help="a shapes-world manifest.json (or its folder), or an MSR-VTT test CSV")
+    _common(p)
+    _sampling(p)
+    p.add_argument("--videos", default=None, help="folder of <video_id>.mp4 files (MSR-VTT CSV only)")
+    p.add_argument("--pooling", default="both", choices=["mean", "qs", "both"],
+                   help="segment scoring: mean pooling, query-scored pooling, or both side by side")
+    p.add_argument("--labels-file", default=None, help="label set for zero-shot (default: the 28 shapes labels)")
+    p.add_argument("--no-ray", action="store_true", help="index in this process without Ray")
 
     p = sub.add_parser("resegment", help="re-pool stored frame vectors into new segments (no decoding)")
     _common(p)
@@ -200,7 +212,7 @@ def cmd_search(args) -> int:
     spec = _spec(args)
     require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
     hits = search_text(store, ClipEncoder.from_spec(spec), args.query, k=args.k, per_video=args.per_video,
-                       where=args.where, exact=args.exact)
+                       where=args.where, exact=args.exact, pooling=args.pooling)
     results = [hit.to_dict() for hit in hits]
     if args.thumbnails:
         folder = Path(args.thumbnails)
@@ -280,6 +292,81 @@ def cmd_synth(args) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args) -> int:
+    from models.encoder import ClipEncoder
+    from pipeline.evaluation import full_report, load_manifest, msrvtt_report, read_msrvtt_csv
+    from pipeline.indexing import index_sequential, resegment_store
+    from pipeline.store import VideoStore
+
+    config = _index_config(args)
+    spec = _spec(args)
+    is_csv = args.manifest.lower().endswith(".csv")
+    if is_csv:
+        if not args.videos:
+            raise ValueError("an MSR-VTT CSV needs --videos DIR holding <video_id>.mp4 files")
+        queries = read_msrvtt_csv(args.manifest, args.videos)
+        paths = sorted({q["abspath"] for q in queries})
+    else:
+        _, videos = load_manifest(args.manifest)
+        paths = [v["abspath"] for v in videos]
+    db = args.db if args.db != DEFAULT_DB else str(Path(args.manifest).resolve().parent / "vidsift-eval.lance")
+    store = VideoStore(db)
+    encoder = ClipEncoder.from_spec(spec)
+    if args.no_ray:
+        report = index_sequential(store, encoder, paths, config)
+    else:
+        from workers.job import run_index_job
+
+        report = run_index_job(store, spec, paths, config, progress=not args.json,
+                               preprocess_cfg=encoder.preprocess_cfg)
+    resegment_store(store, spec, config.segments)  # settings of this run, also for videos indexed before
+    poolings = ["mean", "qs"] if args.pooling == "both" else [args.pooling]
+    labels = None
+    if args.labels_file:
+        from pipeline.classify import parse_labels
+
+        labels = parse_labels(file=args.labels_file)
+    interval = 1.0 / config.sampling.fps if config.sampling.fps else None
+    results = {}
+    for pooling in poolings:
+        if is_csv:
+            results[pooling] = msrvtt_report(store, encoder, queries, pooling=pooling)
+        else:
+            results[pooling] = full_report(store, encoder, videos, labels=labels, pooling=pooling,
+                                           sampling_interval=interval or 1.0)
+    settings = {"model": spec.key, "sampling": config.sampling.describe(), "segments": vars(config.segments),
+                "db": db, "failed_to_index": len(report.failures)}
+    _emit(args, {"settings": settings, "results": results}, _format_eval(settings, results))
+    return EXIT_OK
+
+
+def _format_eval(settings: dict, results: dict) -> str:
+    seg = settings["segments"]
+    lines = [f"model {settings['model']}, sampling {settings['sampling']}, segments {seg['mode']}"
+             + (f" (window {seg['window_s']} s)" if seg["mode"] == "fixed" else
+                f" (min {seg['min_scene_s']} s, max {seg['max_scene_s']} s)")]
+    for pooling, r in results.items():
+        lines.append(f"pooling: {pooling}  ({r['videos']} videos)")
+        for split, stats in r["retrieval"].items():
+            if stats.get("n"):
+                lines.append(f"  retrieval {split:<8} R@1 {stats['R@1']:.3f}  R@5 {stats['R@5']:.3f}  "
+                             f"R@10 {stats['R@10']:.3f}  median rank {stats['median_rank']:g}  "
+                             f"mean rank {stats['mean_rank']:.2f}  (n={stats['n']})")
+        for split, stats in r.get("zero_shot", {}).items():
+            if stats["top1"]["n"]:
+                lines.append(f"  zero-shot {split:<8} top-1 {stats['top1']['rate']:.3f}  top-5 "
+                             f"{stats['top5']['rate']:.3f}  (n={stats['top1']['n']})")
+        for split, stats in r.get("localisation", {}).items():
+            if stats.get("n"):
+                lines.append(f"  moments   {split:<8} mIoU {stats['mIoU']:.3f}  R@1 IoU>=0.5 "
+                             f"{stats['R@1,IoU>=0.5']:.3f}  R@1 IoU>=0.7 {stats['R@1,IoU>=0.7']:.3f}  (n={stats['n']})")
+        if "boundaries" in r:
+            b = r["boundaries"]
+            lines.append(f"  boundaries P {b['precision']:.3f}  R {b['recall']:.3f}  F1 {b['f1']:.3f}  "
+                         f"({b['matched']} of {b['true']} cuts, {b['predicted']} predicted)")
+    return "\n".join(lines)
+
+
 def cmd_resegment(args) -> int:
     from pipeline.indexing import resegment_store
     from pipeline.search import require_indexed
@@ -304,7 +391,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, "status": cmd_status,
-            "synth": cmd_synth, "demo": cmd_demo, "resegment": cmd_resegment}
+            "synth": cmd_synth, "demo": cmd_demo, "resegment": cmd_resegment, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

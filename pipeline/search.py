@@ -63,16 +63,46 @@ def merge_scene_pieces(rows: list[dict]) -> list[dict]:
     return kept
 
 
+POOLINGS = ("mean", "qs")
+QS_TEMPERATURE = 0.05
+
+
+def query_scored(store: VideoStore, suffix: str, vector: np.ndarray, rows: list[dict],
+                 temperature: float = QS_TEMPERATURE) -> list[dict]:
+    """Re-score candidate segments by query-scored pooling (Bain et al., "A CLIP-Hitchhiker's guide
+    to long video retrieval"): the segment vector is the softmax(q.f / T)-weighted mean of its frame
+    vectors, so frames that match the query dominate. Uses the stored frames; segments without
+    stored frames keep their mean-pooled score. Returns rows re-sorted best first."""
+    frames: dict[str, list[dict]] = {}
+    for row in store.frame_rows(suffix, sorted({r["video_id"] for r in rows}), ["video_id", "time", "vector"]):
+        frames.setdefault(row["video_id"], []).append(row)
+    query = vector / max(np.linalg.norm(vector), 1e-12)
+    for row in rows:
+        inside = [f["vector"] for f in frames.get(row["video_id"], [])
+                  if row["start"] - 1e-6 <= f["time"] < row["end"] - 1e-6]
+        if not inside:
+            continue
+        f = np.asarray(inside, dtype=np.float32)
+        sims = f @ query
+        weights = np.exp((sims - sims.max()) / temperature)
+        pooled = (weights[:, None] * f).sum(axis=0)
+        row["score"] = float(pooled @ query / max(np.linalg.norm(pooled), 1e-12))
+    return sorted(rows, key=lambda r: -r["score"])
+
+
 def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 10, per_video: bool = False,
-                  where: str | None = None, exact: bool = False) -> list[SearchHit]:
+                  where: str | None = None, exact: bool = False, pooling: str = "mean") -> list[SearchHit]:
     """Top-k moments for a query vector, best first; with ``per_video`` only each video's best.
 
     Pieces of one scene are merged into one moment; we over-fetch and widen until k moments are
-    found or the table is exhausted.
+    found or the table is exhausted. ``pooling="qs"`` re-ranks the mean-pooled candidates with
+    query-scored pooling of their frames.
     """
     if not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-    fetch = k * (8 if per_video else 2)
+    if pooling not in POOLINGS:
+        raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    fetch = k * (8 if per_video else 2) * (4 if pooling == "qs" else 1)
     while True:
         try:
             rows = store.search_segments(suffix, vector, fetch, where=where, exact=exact)
@@ -80,6 +110,8 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
             if where:
                 raise InputError(f"Bad filter {where!r}: {str(exc).splitlines()[0][:200]}") from None
             raise
+        if pooling == "qs":
+            rows = query_scored(store, suffix, vector, rows)
         hits = merge_scene_pieces(rows)
         if per_video:
             best: dict[str, dict] = {}
@@ -96,11 +128,11 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
 
 
 def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: bool = False,
-                where: str | None = None, exact: bool = False) -> list[SearchHit]:
+                where: str | None = None, exact: bool = False, pooling: str = "mean") -> list[SearchHit]:
     query = (query or "").strip()
     if not query:
         raise InputError("The search query is empty: describe what you are looking for.")
     require_indexed(store, encoder.spec)
     vector = encoder.encode_texts([query])[0]
     return search_vector(store, encoder.spec.table_suffix, vector, k=k, per_video=per_video, where=where,
-                         exact=exact)
+                         exact=exact, pooling=pooling)

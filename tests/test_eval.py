@@ -1,0 +1,49 @@
+"""`vidsift eval`: the metrics' arithmetic, and the command end to end on a rendered manifest."""
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.evaluation import _rank_stats, boundary_scores, iou
+from tests.conftest import make_video, run_cli
+
+
+def test_metric_arithmetic():
+    assert iou(0, 10, 5, 15) == pytest.approx(5 / 15)
+    assert iou(0, 1, 2, 3) == 0.0
+    assert boundary_scores([4.4, 9.0, 20.0], [4.0, 10.0], tolerance=0.5) == (1, 3, 2)
+    assert boundary_scores([4.4, 9.6], [4.0, 10.0], tolerance=0.5) == (2, 2, 2)
+    assert boundary_scores([4.1, 4.2], [4.0], tolerance=0.5) == (1, 2, 1)  # one-to-one
+    stats = _rank_stats([1, 1, 2, 7, 30])
+    assert (stats["R@1"], stats["R@5"], stats["R@10"], stats["median_rank"]) == (0.4, 0.6, 0.8, 2.0)
+    assert stats["mean_rank"] == pytest.approx(np.mean([1, 1, 2, 7, 30]))
+
+
+def test_eval_command_reports_every_figure(tmp_path):
+    root = tmp_path / "set"
+    entries = [
+        make_video(root / "videos" / "a.mp4", fps=25, durations=(3.0, 4.0), size=(320, 240),
+                   pairs=[("red", "circle"), ("blue", "square")]),
+        make_video(root / "videos" / "b.mkv", fps=30, durations=(4.0, 3.0, 3.0), size=(320, 240), container="mkv",
+                   pairs=[("yellow", "triangle"), ("white", "star"), ("green", "square")]),
+    ]
+    for entry in entries:
+        entry["path"] = "videos/" + entry["path"].rsplit("/", 1)[-1]
+    (root / "manifest.json").write_text(json.dumps({"videos": entries}))
+    result = run_cli("eval", root / "manifest.json", "--model", "ViT-B-32", "--pretrained", "none",
+                     "--fps", "2", "--no-ray", "--json", "--db", tmp_path / "db")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["settings"]["segments"]["mode"] == "scenes" and out["settings"]["sampling"] == "2 fps"
+    for pooling in ("mean", "qs"):
+        r = out["results"][pooling]
+        assert r["videos"] == 2 and r["scenes"] == 5
+        assert r["retrieval"]["all"]["n"] == 5 and 1 <= r["retrieval"]["all"]["median_rank"] <= 2
+        assert r["zero_shot"]["seen"]["top1"]["n"] == 5
+        assert r["localisation"]["all"]["n"] == 5
+        # three true cuts (random weights: how many are found is not a quality claim here)
+        b = r["boundaries"]
+        assert b["true"] == 3 and b["matched"] <= min(b["predicted"], 3) and 0.0 <= b["f1"] <= 1.0
+    human = run_cli("eval", root, "--model", "ViT-B-32", "--pretrained", "none", "--fps", "2", "--no-ray",
+                    "--pooling", "mean", "--db", tmp_path / "db")
+    assert "boundaries P" in human.stdout and "retrieval all" in human.stdout and "mIoU" in human.stdout
