@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from app.cli import _format_eval
 from pipeline.evaluation import _rank_stats, boundary_scores, iou
 from tests.conftest import make_video, run_cli
 
@@ -44,6 +45,5 @@ def test_eval_command_reports_every_figure(tmp_path):
         # three true cuts (random weights: how many are found is not a quality claim here)
         b = r["boundaries"]
         assert b["true"] == 3 and b["matched"] <= min(b["predicted"], 3) and 0.0 <= b["f1"] <= 1.0
-    human = run_cli("eval", root, "--model", "ViT-B-32", "--pretrained", "none", "--fps", "2", "--no-ray",
-                    "--pooling", "mean", "--db", tmp_path / "db")
-    assert "boundaries P" in human.stdout and "retrieval all" in human.stdout and "mIoU" in human.stdout
+    human = _format_eval(out["settings"], out["results"])
+    assert "boundaries P" in human and "retrieval all" in human and "mIoU" in human and "pooling: qs" in human
