@@ -346,8 +346,10 @@ class VideoStore:
         dim = table.schema.field("vector").type.list_size
         partitions = max(1, min(4096, int(math.sqrt(rows))))
         sub_vectors = next(d for d in (dim // 8, dim // 4, dim // 2, dim, 1) if d >= 1 and dim % d == 0)
-        table.create_index(metric="cosine", index_type="IVF_PQ", num_partitions=partitions,
-                           num_sub_vectors=sub_vectors, replace=True)
+        from lancedb.index import IvfPq
+
+        table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=partitions,
+                                                  num_sub_vectors=sub_vectors), replace=True)
         return f"IVF_PQ index built: {rows} segments, {partitions} partitions, {sub_vectors} sub-vectors"
 
     def optimize(self, suffix: str) -> None:

@@ -117,3 +117,25 @@ def test_search_per_video_and_filters(tmp_path, random_vit, small_archive):
     assert all(h.thumbnail[:2] == b"\xff\xd8" for h in hits)  # JPEG thumbnails
     exact = search_vector(store, suffix, query, k=3, exact=True)
     assert [h.segment_index for h in exact] == [h.segment_index for h in hits[:3]]
+
+
+def test_ann_index_is_built_and_searched(tmp_path):
+    """Plumbing of `--build-index`: an IVF_PQ index over the segments, used unless --exact."""
+    rng = np.random.default_rng(0)
+    store = VideoStore(str(tmp_path / "db"))
+    centres = rng.normal(size=(20, 64)).astype(np.float32)
+    vectors = centres[rng.integers(0, 20, 600)] + 0.1 * rng.normal(size=(600, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [{"segment_id": f"v{i}:00000", "video_id": f"v{i}", "path": f"/a/v{i}.mp4", "segment_index": 0,
+             "start": 0.0, "end": 10.0, "n_frames": 10, "starts_scene": True, "model": "m", "tags": [],
+             "thumbnail": b"", "vector": v.tolist()} for i, v in enumerate(vectors)]
+    store.replace_segments("t", 64, rows, "false")
+    assert not store.has_vector_index("t")
+    assert "IVF_PQ index built: 600 segments" in store.build_vector_index("t")
+    assert store.has_vector_index("t")
+    query = vectors[17]
+    ann = search_vector(store, "t", query, k=5)
+    exact = search_vector(store, "t", query, k=5, exact=True)
+    assert exact[0].video_id == "v17" and ann[0].video_id == "v17"
+    assert len(ann) == 5
+    assert len({h.video_id for h in ann} & {h.video_id for h in exact}) >= 4

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Search latency and recall at scale, through vidsift's own store (``VideoStore.search_segments``).
+
+Fills a segments table with N synthetic 512-d unit vectors (clustered, like real embeddings:
+videos of similar content sit together), then for each N: exact search latency, ANN index build
+time, ANN latency p50/p95 and recall@10 against exact search (``bypass_vector_index``), with and
+without a prefilter on the path.
+
+    .venv/bin/python bench/search_scale.py --sizes 10000 100000 1000000 --out bench/search_scale.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.store import VideoStore, segments_schema  # noqa: E402
+
+DIM = 512
+SUFFIX = "bench"
+
+
+def clustered(n: int, rng: np.random.Generator, centres: np.ndarray, spread: float = 0.35) -> np.ndarray:
+    picks = rng.integers(0, len(centres), n)
+    vectors = centres[picks] + spread * rng.normal(size=(n, DIM)).astype(np.float32) / np.sqrt(DIM)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fill(store: VideoStore, n: int, rng, centres, batch: int = 100_000) -> None:
+    table = store.segments_table(SUFFIX, DIM)
+    for begin in range(0, n, batch):
+        size = min(batch, n - begin)
+        vectors = clustered(size, rng, centres)
+        ids = np.arange(begin, begin + size)
+        data = pa.table({
+            "segment_id": pa.array([f"v{i // 10}:{i % 10:05d}" for i in ids]),
+            "video_id": pa.array([f"v{i // 10}" for i in ids]),
+            "path": pa.array([f"/archive/folder{i % 100:02d}/v{i // 10}.mp4" for i in ids]),
+            "segment_index": pa.array(ids % 10, pa.int32()),
+            "start": pa.array((ids % 10) * 10.0), "end": pa.array((ids % 10) * 10.0 + 10.0),
+            "n_frames": pa.array(np.full(size, 10), pa.int32()),
+            "starts_scene": pa.array(np.ones(size, bool)),
+            "model": pa.array(["bench"] * size), "tags": pa.array([[]] * size, pa.list_(pa.string())),
+            "thumbnail": pa.array([b""] * size, pa.binary()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
+        }, schema=segments_schema(DIM))
+        table.add(data)
+
+
+def timed_search(store, queries, where, exact):
+    latencies, results = [], []
+    for q in queries:
+        t = time.perf_counter()
+        rows = store.search_segments(SUFFIX, q, 10, where=where, exact=exact)
+        latencies.append((time.perf_counter() - t) * 1000)
+        results.append([r["segment_id"] for r in rows])
+    return np.array(latencies), results
+
+
+def recall(truth, found) -> float:
+    return float(np.mean([len(set(t) & set(f)) / max(len(t), 1) for t, f in zip(truth, found)]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(2000, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    queries = clustered(args.queries, np.random.default_rng(1), centres, spread=0.5)
+    where = "path LIKE '/archive/folder07/%'"
+    rows = []
+    workdir = Path(tempfile.mkdtemp(prefix="vidsift-bench-"))
+    try:
+        for n in args.sizes:
+            store = VideoStore(str(workdir / f"db{n}"))
+            t = time.perf_counter()
+            fill(store, n, np.random.default_rng(n), centres)
+            fill_s = time.perf_counter() - t
+            exact_ms, truth = timed_search(store, queries, None, exact=True)
+            exact_f_ms, truth_f = timed_search(store, queries, where, exact=True)
+            t = time.perf_counter()
+            description = store.build_vector_index(SUFFIX)
+            build_s = time.perf_counter() - t
+            ann_ms, found = timed_search(store, queries, None, exact=False)
+            ann_f_ms, found_f = timed_search(store, queries, where, exact=False)
+            row = {
+                "n": n, "fill_s": round(fill_s, 1), "index": description, "build_s": round(build_s, 1),
+                "exact_p50_ms": round(float(np.median(exact_ms)), 2), "exact_p95_ms": round(float(np.percentile(exact_ms, 95)), 2),
+                "ann_p50_ms": round(float(np.median(ann_ms)), 2), "ann_p95_ms": round(float(np.percentile(ann_ms, 95)), 2),
+                "ann_recall@10": round(recall(truth, found), 4),
+                "filtered_exact_p50_ms": round(float(np.median(exact_f_ms)), 2),
+                "filtered_ann_p50_ms": round(float(np.median(ann_f_ms)), 2),
+                "filtered_ann_p95_ms": round(float(np.percentile(ann_f_ms, 95)), 2),
+                "filtered_ann_recall@10": round(recall(truth_f, found_f), 4),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            shutil.rmtree(workdir / f"db{n}", ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n{'N':>9} {'build s':>8} {'exact p50':>10} {'ANN p50':>8} {'ANN p95':>8} {'recall@10':>9} "
+          f"{'filt p50':>9} {'filt recall':>11}")
+    for r in rows:
+        print(f"{r['n']:>9} {r['build_s']:>8} {r['exact_p50_ms']:>10} {r['ann_p50_ms']:>8} {r['ann_p95_ms']:>8} "
+              f"{r['ann_recall@10']:>9} {r['filtered_ann_p50_ms']:>9} {r['filtered_ann_recall@10']:>11}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
