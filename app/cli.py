@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling(p)
     p.add_argument("--labels", default=None, help='comma-separated labels, e.g. "surfing,riding a horse"')
     p.add_argument("--labels-file", default=None, help="file with one label per line")
+    p.add_argument("--label-set", default=None,
+                   help="a bundled label set (kinetics400, ucf101, shapes-world, generic) with its own templates")
     p.add_argument("--template", action="append", default=None, dest="templates",
                    help="prompt template with {} for the label (repeatable; default: built-in ensemble)")
     p.add_argument("--templates-file", default=None, help="file with one template per line")
@@ -105,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _segmentation(p)
 
+    p = sub.add_parser("train", help="contrastive training / fine-tuning of an open_clip model")
+    p.add_argument("data", help="a shapes-world archive (folder or manifest.json) or a CSV of path,start,end,caption")
+    p.add_argument("--model", default="shapes-tiny", help="open_clip model name (default shapes-tiny)")
+    p.add_argument("--pretrained", default=None,
+                   help="start from a pretrained tag or checkpoint (default: random init); '' = bundled weights")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, metrics.jsonl, exported weights")
+    p.add_argument("--val", default=None, help="a shapes-world archive for zero-shot/R@1 validation each epoch")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "amp", "amp_bf16"])
+    p.add_argument("--export", default=None, help="where to write the final .safetensors (default: in --out)")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("synth", help="render shapes-world videos and their manifest.json")
     p.add_argument("out", help="output folder (videos/ and manifest.json)")
     p.add_argument("--videos", type=int, default=20, help="number of videos (default 20)")
@@ -122,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=16)
     p.add_argument("--no-app", action="store_true", help="stop after the searches instead of opening the app")
     p.add_argument("--port", type=int, default=None)
+
+    p = sub.add_parser("app", help="the web app: search, tag a clip, library (Gradio)")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 = every network)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
+    p.add_argument("--allow-dir", action="append", default=[], dest="allow_dirs", metavar="FOLDER",
+                   help="folder whose videos may be indexed from the page (repeatable; nothing by default)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--max-upload-mb", type=float, default=500.0, help="largest upload accepted, in MB (default 500)")
+    p.add_argument("--upload-ext", action="append", default=None, dest="upload_exts", metavar=".EXT",
+                   help="accepted upload extension (repeatable; default: the usual video extensions)")
+    p.add_argument("--concurrency", type=int, default=4, help="searches served at once (default 4)")
+    _sampling(p)  # how uploads and folders indexed from the page are sampled and segmented
 
     p = sub.add_parser("status", help="what is indexed, what failed and why")
     p.add_argument("--db", default=os.environ.get("VIDSIFT_DB", DEFAULT_DB))
@@ -232,8 +267,17 @@ def cmd_classify(args) -> int:
     from pipeline.classify import ZeroShotClassifier, classify_clip, parse_labels, parse_templates
     from pipeline.errors import VideoError
 
-    labels = parse_labels(args.labels, args.labels_file)
-    templates = parse_templates(args.templates, args.templates_file)
+    from pipeline import label_sets
+
+    if args.label_set and not (args.labels or args.labels_file):
+        labels = label_sets.load(args.label_set)
+        templates = parse_templates(args.templates, args.templates_file) if (args.templates or args.templates_file) \
+            else (label_sets.templates(args.label_set) or parse_templates())
+    else:
+        if args.label_set:
+            raise ValueError("give either --label-set or --labels/--labels-file, not both")
+        labels = parse_labels(args.labels, args.labels_file)
+        templates = parse_templates(args.templates, args.templates_file)
     if not 1 <= args.top <= 10_000:
         raise ValueError(f"--top must be between 1 and 10000, got {args.top}")
     if not os.path.isfile(args.clip):
@@ -384,6 +428,50 @@ def cmd_resegment(args) -> int:
     return EXIT_OK
 
 
+def cmd_app(args) -> int:
+    from app.web import AppConfig, serve
+
+    extra = {"upload_exts": tuple(args.upload_exts)} if args.upload_exts else {}
+    config = AppConfig(db=args.db, spec=_spec(args), allow_dirs=tuple(args.allow_dirs), host=args.host,
+                       port=args.port, share=args.share, max_upload_mb=args.max_upload_mb,
+                       concurrency=args.concurrency, index=_index_config(args), **extra)
+    serve(config)
+    return EXIT_OK
+
+
+def cmd_train(args) -> int:
+    from models.registry import register_bundled_configs
+    from models.train import TrainConfig, train
+    from pipeline.classify import DEFAULT_TEMPLATES
+    from pipeline.training_data import load_training_set, shapes_val_set
+
+    if not 1 <= args.epochs <= 10_000 or not 1 <= args.batch_size <= 65_536 or not 0 < args.lr < 1:
+        raise ValueError("--epochs, --batch-size and --lr must be positive and sensible")
+    dataset = load_training_set(args.data, progress=not args.json)
+    val = None
+    if args.val:
+        import open_clip
+
+        register_bundled_configs()
+        config = open_clip.get_model_config(args.model)
+        if config is None:
+            raise ValueError(f"unknown model {args.model!r}")
+        size = config["vision_cfg"]["image_size"]
+        val = shapes_val_set(args.val, size if isinstance(size, int) else size[0], templates=DEFAULT_TEMPLATES,
+                             progress=not args.json)
+    cfg = TrainConfig(model=args.model, pretrained=args.pretrained, out_dir=args.out, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, seed=args.seed, resume=args.resume, device=args.device,
+                      precision=args.precision, export_path=args.export, progress=not args.json)
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # the trainer's epoch lines; stdout stays the result
+        result = train(cfg, dataset, val)
+    _emit(args, result, f"weights: {result['weights']}\nuse them: vidsift index ... --model {args.model} "
+                        f"--pretrained {result['weights']}")
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from app.demo import run_demo
 
@@ -391,7 +479,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, "status": cmd_status,
-            "synth": cmd_synth, "demo": cmd_demo, "resegment": cmd_resegment, "eval": cmd_eval}
+            "synth": cmd_synth, "demo": cmd_demo, "resegment": cmd_resegment, "eval": cmd_eval,
+            "app": cmd_app, "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_QUERIES = ("a red circle", "an orange star", "a blue square on a gray background", "a green triangle",
-                "a purple star")  # the last one is a held-out pair: never seen in training
+def demo_queries(manifest: list[dict], n: int = 4) -> list[str]:
+    """The archive's most frequent labels, then its held-out pairs (never seen in training), each
+    phrased freely once to show that queries need not match the label exactly."""
+    from collections import Counter
+
+    from pipeline.shapes_world import is_heldout, parse_label
+
+    counts = Counter(s["label"] for v in manifest for s in v["scenes"])
+    seen = [label for label, _ in counts.most_common() if not is_heldout(*parse_label(label))][:n]
+    heldout = [label for label in counts if is_heldout(*parse_label(label))][:2]
+    if seen:
+        background = next(v["background"] for v in manifest if any(s["label"] == seen[-1] for s in v["scenes"]))
+        seen[-1] = f"{seen[-1]} on a {background} background"
+    return seen + [f"{label} (held out)" for label in heldout]
 
 
 def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, port: int | None = None) -> int:
@@ -43,12 +55,13 @@ def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, p
     encoder = ClipEncoder.from_spec(spec)
     store = VideoStore(db)
     print("3/4 searching (top 3; [ok] = the segment overlaps a scene of that label per the manifest)")
-    for query in DEMO_QUERIES:
-        print(f'  "{query}"')
+    for shown_query in demo_queries(manifest):
+        query = shown_query.replace(" (held out)", "")
+        print(f'  "{shown_query}"')
         for hit in search_text(store, encoder, query, k=3):
             scenes = [s for s in truth.get(hit.path, []) if s["start"] < hit.end and s["end"] > hit.start]
             shown = ", ".join(s["label"] for s in scenes)
-            mark = "ok" if any(s["label"] in query for s in scenes) else "--"
+            mark = "ok" if any(query.startswith(s["label"]) for s in scenes) else "--"
             print(f"    [{mark}] {hit.score:+.3f}  {hit.start:5.1f}-{hit.end:5.1f} s  {Path(hit.path).name}  ({shown})")
 
     clip = min(truth, key=lambda p: len(truth[p]))

@@ -38,7 +38,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         weights_file="shapes-tiny.safetensors",
         # Squash, not centre-crop: shapes-world objects can sit at the edge of a 16:9 frame.
         preprocess={"image_resize_mode": "squash", "image_interpolation": "bicubic"},
-        description="tiny ViT trained by `vidsift train` on the synthetic shapes world (offline demo)",
+        description="tiny CLIP (small ResNet image tower) trained on the synthetic shapes world (offline demo)",
     ),
 }
 

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 need_apt=()
+# Debian's chromium drives the browser tests (Playwright's own browser download cannot work offline).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3.11 >/dev/null 2>&1 || python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
   || need_apt+=(python3.11 python3.11-venv)
 [ ${#need_apt[@]} -gt 0 ] && { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}"; }

@@ -41,7 +41,6 @@ class ClusterConfig:
     num_cpus: int | None = None      # local Ray only: CPUs to use (default: all)
     embed_actors: int | None = None  # default: one per GPU, else one
     batch_size: int = 64             # frames per encoder call; batches span videos
-    decode_retries: int = 1          # a decode task that crashes is retried this often
 
 
 def _rows(video: VideoFile, kind: int, size: tuple[int, int], n: int = 1, **values) -> dict:
@@ -217,15 +216,15 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
         res = _embed_resources(ray, cluster)
         items = [{"video": json.dumps(asdict(v))} for v in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        retries = cluster.decode_retries
-        ds = ds.map_batches(decode_task, batch_size=1, num_cpus=1,
-                            ray_remote_args_fn=lambda: {"max_retries": retries},
-                            fn_kwargs={"preprocess_cfg": preprocess_cfg, "config": config})
+        ds = ds.map_batches(decode_task, batch_size=1, num_cpus=1, fn_kwargs={"preprocess_cfg": preprocess_cfg, "config": config})
         ds = ds.map_batches(EmbedActor, batch_size=cluster.batch_size,
                             compute=ray.data.ActorPoolStrategy(size=res["concurrency"]),
                             num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
                             fn_constructor_kwargs={"spec": asdict(spec), "threads": res["threads"]})
         assembler = _Assembler(todo, writer, config, spec.key)
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar says it; Ray Data's INFO lines repeat it
         bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

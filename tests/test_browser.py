@@ -1,0 +1,133 @@
+"""The Gradio app in a real browser (Debian's chromium driven by Playwright): search, see the
+gallery, click a result and watch the player start at the segment; upload a clip and see the
+chart; bad input shows a message. Screenshots go to tests/artifacts/ (gitignored).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, make_video
+from tests.test_app import INDEX, start_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--mute-audio"]
+TIMEOUT_MS = 60_000
+
+from playwright import sync_api  # noqa: E402  (drives Debian's chromium, installed by scripts/install.sh)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, random_vit):
+    from pipeline.indexing import index_sequential
+    from pipeline.store import VideoStore
+
+    base = tmp_path_factory.mktemp("browser")
+    archive = base / "archive"
+    # Two scenes of 2 s: with 2 s windows the second segment starts at 2.0 s.
+    make_video(archive / "two-scenes.mp4", fps=10, durations=(2.0, 2.0), pairs=[("red", "circle"), ("blue", "square")])
+    store = VideoStore(str(base / "db.lance"))
+    assert index_sequential(store, random_vit, [str(archive / "two-scenes.mp4")], INDEX).indexed == 1
+    demo, url, config = start_server(tmp_path_factory, base / "db.lance", random_vit.spec, random_vit,
+                                     allow_dirs=(archive,), max_upload_mb=1)
+    yield type("Server", (), {"url": url, "archive": archive, "base": base, "config": config})
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists()
+                                             else shutil.which("chromium"), headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url)
+    page.locator("#search-query textarea, #search-query input").first.wait_for()
+    failed_before = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed_before:  # the call phase is reported before teardown
+        shot(page, f"failed-{request.node.name}.png")
+    context.close()
+
+
+def upload(page, component: str, path: Path) -> None:
+    """Upload through the component's own file chooser, as a user clicking it does."""
+    with page.expect_file_chooser() as chooser:
+        page.locator(f"#{component}").get_by_text("Click to Upload").click()
+    chooser.value.set_files(str(path))
+    # Uploaded: the component shows the file with a download link to its server copy.
+    page.locator(f'#{component} a[download="{path.name}"]').wait_for()
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_search_shows_gallery_and_a_click_plays_from_the_segment_start(page, server):
+    page.locator("#search-query textarea, #search-query input").first.fill("a blue square")
+    page.locator("#search-button").click()
+    page.wait_for_function("() => document.querySelectorAll('#search-results button.thumbnail-item img').length"
+                           " === 2")
+    items = page.locator("#search-results button.thumbnail-item")
+    captions = sorted(text.strip().split(" · ")[:2] for text in items.all_inner_texts())  # name · span · score
+    assert captions == [["two-scenes.mp4", "0:00.00–0:02.00"], ["two-scenes.mp4", "0:02.00–0:04.00"]]
+    shot(page, "browser-search.png")
+
+    # Click the result that starts at 2.0 s.
+    items.filter(has_text="0:02.00–0:04.00").click()
+    page.wait_for_function("() => { const v = document.querySelector('#player video');"
+                           " return v && v.readyState >= 1; }")
+    state = page.evaluate("() => { const v = document.querySelector('#player video');"
+                          " const box = v.closest('.vs-player');"
+                          " return {t: v.currentTime, start: +box.dataset.start, end: +box.dataset.end,"
+                          " src: v.getAttribute('src'), error: v.error && v.error.code}; }")
+    assert state["error"] is None, state
+    assert state["start"] == pytest.approx(2.0) and state["end"] == pytest.approx(4.0), state
+    assert "vidsift/media/" in state["src"] and state["src"].endswith("#t=2.000")
+    # The player starts at the segment (it may have played on a little since).
+    assert state["start"] - 0.1 <= state["t"] <= state["end"] + 0.1, state
+    shot(page, "browser-player.png")
+
+
+def test_empty_query_shows_a_message(page):
+    page.locator("#search-button").click()
+    page.get_by_text("The search query is empty").first.wait_for()
+    shot(page, "browser-empty-query.png")
+
+
+def test_upload_a_clip_and_see_the_chart_and_timeline(page, server):
+    page.get_by_role("tab", name="Tag a clip").click()
+    upload(page, "tag-upload", server.archive / "two-scenes.mp4")
+    page.locator("#tag-labels-text textarea").fill("a red circle\na blue square\na green star")
+    page.locator("#tag-templates textarea").fill("{}")
+    page.locator("#tag-classify").click()
+    page.wait_for_function("() => document.querySelectorAll('#tag-timeline .vs-seg').length === 2")
+    chart = page.locator("#tag-chart")
+    for label in ("a red circle", "a blue square", "a green star"):
+        chart.get_by_text(label).first.wait_for()
+    shot(page, "browser-tag.png")
+
+
+def test_a_non_video_upload_shows_a_message(page, server, tmp_path):
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("this is not a video\n")
+    page.get_by_role("tab", name="Tag a clip").click()
+    upload(page, "tag-upload", notes)
+    page.locator("#tag-labels-text textarea").fill("a, b")
+    page.locator("#tag-classify").click()
+    page.get_by_text("not a readable video").first.wait_for()
+    shot(page, "browser-bad-upload.png")
