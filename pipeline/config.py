@@ -44,6 +44,7 @@ class SegmentConfig:
     max_scene_s: float = 30.0
     cut_threshold: float | None = None
     cut_ratio: float = 4.0
+    refine_cuts: bool = True  # decode around each cut to put it on the exact frame (needs the file)
 
     def __post_init__(self):
         if self.mode not in SEGMENT_MODES:

@@ -33,7 +33,8 @@ def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vector
     order = np.argsort(times, kind="stable")
     times, vectors = times[order], vectors[order]
     thumbnails = [thumbnails[i] for i in order]
-    segments = build_segments(times, vectors, info.duration, config.segments)
+    segments = build_segments(times, vectors, info.duration, config.segments,
+                              cuts=_exact_cuts(video.path, times, vectors, info.duration, config.segments))
     return VideoRecord(
         video_id=video.video_id, path=video.path, size_bytes=video.size_bytes, mtime_ns=video.mtime_ns,
         duration=info.duration, fps=info.fps, width=info.width, height=info.height,
@@ -43,6 +44,17 @@ def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vector
         tags=tags,
         frames=FrameRows(times, vectors, thumbnails) if config.keep_frames else None,
     )
+
+
+def _exact_cuts(path: str, times: np.ndarray, vectors: np.ndarray, duration: float, segments) -> list[float] | None:
+    """Scene cuts refined on the frame by decoding around them, or None to let segmentation place
+    them itself (fixed windows, or refinement switched off)."""
+    if segments.mode != "scenes" or not segments.refine_cuts:
+        return None
+    from .decode import refine_cuts
+    from .segments import detect_cut_intervals
+
+    return refine_cuts(path, detect_cut_intervals(times, vectors, duration, segments))
 
 
 @dataclass

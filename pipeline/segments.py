@@ -88,22 +88,29 @@ def cut_threshold(distances: np.ndarray, config: SegmentConfig) -> float:
     return max(MIN_CUT_DISTANCE, median + 5.0 * mad, config.cut_ratio * median)
 
 
-def detect_cuts(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig) -> list[float]:
-    """Cut times (seconds), strongest first accepted, each at least ``min_scene_s`` from the others
-    and from both ends. A cut is placed midway between the two frames it falls between."""
+def detect_cut_intervals(times: np.ndarray, vectors: np.ndarray, duration: float,
+                         config: SegmentConfig) -> list[tuple[float, float]]:
+    """Each cut as (time of the last sampled frame before it, time of the first after it),
+    strongest first accepted, each at least ``min_scene_s`` from the others and from both ends."""
     if len(times) < 2:
         return []
     distances = frame_distances(vectors)
     threshold = cut_threshold(distances, config)
     candidates = np.nonzero(distances > threshold)[0] + 1  # index of the first frame after the cut
-    accepted: list[float] = []
+    accepted: list[tuple[float, float]] = []
     for i in sorted(candidates, key=lambda j: -distances[j - 1]):
         t = 0.5 * (float(times[i - 1]) + float(times[i]))
         if t < config.min_scene_s or duration - t < config.min_scene_s:
             continue
-        if all(abs(t - other) >= config.min_scene_s for other in accepted):
-            accepted.append(t)
+        if all(abs(t - 0.5 * (a + b)) >= config.min_scene_s for a, b in accepted):
+            accepted.append((float(times[i - 1]), float(times[i])))
     return sorted(accepted)
+
+
+def detect_cuts(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig) -> list[float]:
+    """Cut times placed midway between the two sampled frames around each cut (within half a
+    sampling interval of the true cut); ``pipeline.decode.refine_cuts`` places them on the frame."""
+    return [0.5 * (a + b) for a, b in detect_cut_intervals(times, vectors, duration, config)]
 
 
 def scene_windows(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig,
@@ -126,16 +133,18 @@ def scene_windows(times: np.ndarray, vectors: np.ndarray, duration: float, confi
     return out
 
 
-def segment_windows(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig) -> list[Window]:
+def segment_windows(times: np.ndarray, vectors: np.ndarray, duration: float, config: SegmentConfig,
+                    cuts: list[float] | None = None) -> list[Window]:
     if config.mode == "fixed":
         return fixed_windows(times, duration, config)
-    return scene_windows(times, vectors, duration, config)
+    return scene_windows(times, vectors, duration, config, cuts=cuts)
 
 
 def build_segments(times: np.ndarray, frame_vectors: np.ndarray, duration: float,
-                   config: SegmentConfig) -> list[Segment]:
+                   config: SegmentConfig, cuts: list[float] | None = None) -> list[Segment]:
+    """``cuts``: scene cut times found elsewhere (refined on the frame); detected here when None."""
     return [
         Segment(index=i, start=w.start, end=w.end, first_frame=w.first_frame, last_frame=w.last_frame,
                 vector=mean_pool(frame_vectors[w.first_frame:w.last_frame]), starts_scene=w.starts_scene)
-        for i, w in enumerate(segment_windows(times, frame_vectors, duration, config))
+        for i, w in enumerate(segment_windows(times, frame_vectors, duration, config, cuts=cuts))
     ]

@@ -62,7 +62,14 @@ def test_scene_segments_follow_the_cuts_of_a_real_video(tmp_path, random_vit):
     truth = [(s["start"], s["end"]) for s in entry["scenes"]]
     assert len(rows) == 3
     for row, (start, end) in zip(rows, truth):
-        assert abs(row["start"] - start) <= 0.5 and abs(row["end"] - end) <= 0.5  # one sampling interval
+        # cuts found at 2 fps, then refined by decoding around them: on the exact frame (25 fps)
+        assert abs(row["start"] - start) <= 1 / 25 + 1e-6 and abs(row["end"] - end) <= 1 / 25 + 1e-6
+
+    unrefined = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(refine_cuts=False))
+    other = VideoStore(str(tmp_path / "db2"))
+    index_sequential(other, random_vit, [str(path)], unrefined)
+    mid = sorted(other.segments_table(suffix).to_arrow().to_pylist(), key=lambda r: r["start"])
+    assert [r["start"] for r in mid] == pytest.approx([0.0, 3.74, 9.74], abs=0.011)  # midway between the sampled frames around each cut
 
     # Re-pool into fixed windows from the stored frames: the video file is not needed any more.
     path.unlink()
