@@ -353,7 +353,8 @@ def cmd_eval(args) -> int:
     else:
         _, videos = load_manifest(args.manifest)
         paths = [v["abspath"] for v in videos]
-    db = args.db if args.db != DEFAULT_DB else str(Path(args.manifest).resolve().parent / "vidsift-eval.lance")
+    source = Path(args.manifest).resolve()
+    db = args.db if args.db != DEFAULT_DB else str((source if source.is_dir() else source.parent) / "vidsift-eval.lance")
     store = VideoStore(db)
     encoder = ClipEncoder.from_spec(spec)
     if args.no_ray:

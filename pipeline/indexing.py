@@ -6,6 +6,8 @@ process (used by the app for single uploads and by tests of the domain without R
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -213,14 +215,15 @@ class ResegmentReport:
 
 
 def resegment_store(store: VideoStore, spec, segments_config, batch: int = 64) -> ResegmentReport:
-    """Re-pool every video's stored frame vectors into new segments: no decoding, no model.
+    """Re-pool every video's stored frame vectors into new segments: no model, no full decoding
+    (scene cuts are still placed on the frame by decoding a few small frames around each, when the
+    file is there).
 
     Videos indexed with ``--no-frames`` have nothing to re-pool; they are listed, and keep their
     segments.
     """
-    import json as _json
-
     from .segments import build_segments
+    from .store import sql_in
 
     suffix = spec.table_suffix
     report = ResegmentReport()
@@ -238,7 +241,9 @@ def resegment_store(store: VideoStore, spec, segments_config, batch: int = 64) -
                 continue
             times = np.array([r["time"] for r in rows])
             vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
-            for i, seg in enumerate(build_segments(times, vectors, video["duration"], segments_config)):
+            cuts = _exact_cuts(video["path"], times, vectors, video["duration"], segments_config) \
+                if os.path.isfile(video["path"]) else None  # without the file, cuts stay midway
+            for i, seg in enumerate(build_segments(times, vectors, video["duration"], segments_config, cuts=cuts)):
                 seg_rows.append({
                     "segment_id": f"{video['video_id']}:{i:05d}", "video_id": video["video_id"],
                     "path": video["path"], "segment_index": i, "start": seg.start, "end": seg.end,
@@ -249,14 +254,12 @@ def resegment_store(store: VideoStore, spec, segments_config, batch: int = 64) -
             done.append(video)
         if done:
             dim = len(seg_rows[0]["vector"])
-            from .store import sql_in
-
             store.replace_segments(suffix, dim, seg_rows, sql_in("video_id", [v["video_id"] for v in done]))
             for video in done:
-                settings = _json.loads(video["settings"] or "{}")
+                settings = json.loads(video["settings"] or "{}")
                 settings["segments"] = {k: getattr(segments_config, k) for k in segments_config.__dataclass_fields__}
                 n = sum(1 for r in seg_rows if r["video_id"] == video["video_id"])
-                store.update_video(suffix, video["video_id"], n_segments=n, settings=_json.dumps(settings, sort_keys=True))
+                store.update_video(suffix, video["video_id"], n_segments=n, settings=json.dumps(settings, sort_keys=True))
         report.videos += len(done)
         report.segments += len(seg_rows)
     return report

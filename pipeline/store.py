@@ -300,7 +300,7 @@ class VideoStore:
         table = self.frames_table(suffix)
         if table is None or not video_ids:
             return []
-        cols = columns or ["video_id", "frame_index", "time", "thumbnail", "vector"]
+        cols = list(dict.fromkeys(["video_id", "time", *(columns or ["frame_index", "thumbnail", "vector"])]))
         rows = table.search().where(sql_in("video_id", video_ids)).select(cols).limit(None).to_list()
         return sorted(rows, key=lambda r: (r["video_id"], r["time"]))
 
