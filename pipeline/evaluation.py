@@ -287,4 +287,5 @@ def msrvtt_report(store: VideoStore, encoder, queries: list[dict], pooling: str 
         ranking = search_vector(store, suffix, vector, k=len(ids), per_video=True, where=where, exact=True,
                                 pooling=pooling)
         ranks.append(next((i + 1 for i, h in enumerate(ranking) if h.video_id == target), len(ids) + 1))
-    return {"model": encoder.model_key, "pooling": pooling, "videos": len(ids), "retrieval": _rank_stats(ranks)}
+    return {"model": encoder.model_key, "pooling": pooling, "videos": len(ids),
+            "retrieval": {"all": _rank_stats(ranks)}}

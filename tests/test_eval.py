@@ -47,3 +47,20 @@ def test_eval_command_reports_every_figure(tmp_path):
         assert b["true"] == 3 and b["matched"] <= min(b["predicted"], 3) and 0.0 <= b["f1"] <= 1.0
     human = _format_eval(out["settings"], out["results"])
     assert "boundaries P" in human and "retrieval all" in human and "mIoU" in human and "pooling: qs" in human
+
+
+def test_eval_reads_the_msrvtt_csv_format(tmp_path):
+    videos = tmp_path / "videos"
+    make_video(videos / "video7010.mp4", fps=10, durations=(2.0,), pairs=[("red", "circle")])
+    make_video(videos / "video7011.mp4", fps=10, durations=(2.0,), pairs=[("blue", "square")])
+    csv = tmp_path / "MSRVTT_JSFUSION_test.csv"
+    csv.write_text("key,vid_key,video_id,sentence\n"
+                   "ret0,msr7010,video7010,a red circle moves\n"
+                   "ret1,msr7011,video7011,a blue square spins\n")
+    result = run_cli("eval", csv, "--videos", videos, "--model", "ViT-B-32", "--pretrained", "none", "--no-ray",
+                     "--pooling", "mean", "--json", "--db", tmp_path / "db")
+    assert result.returncode == 0, result.stderr
+    retrieval = json.loads(result.stdout)["results"]["mean"]["retrieval"]["all"]
+    assert retrieval["n"] == 2 and 1 <= retrieval["median_rank"] <= 2
+    missing = run_cli("eval", csv, "--videos", tmp_path, "--pretrained", "none", "--db", tmp_path / "db")
+    assert missing.returncode == 2 and "No videos found" in missing.stderr
