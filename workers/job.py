@@ -14,6 +14,7 @@ vanishes silently (as it would with ``ray.data.read_videos`` and tolerated error
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -152,7 +153,6 @@ class _Assembler:
 
 
 def _init_ray(cluster: ClusterConfig):
-    import logging
     import warnings
 
     import ray
@@ -161,7 +161,6 @@ def _init_ray(cluster: ClusterConfig):
         return ray
     # Ray's processes are fork+exec'd, so lancedb's fork warning does not apply to them.
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
                   logging_level="ERROR")
     if cluster.address:
@@ -216,14 +215,13 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
         res = _embed_resources(ray, cluster)
         items = [{"video": json.dumps(asdict(v))} for v in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(decode_task, batch_size=1, num_cpus=1, fn_kwargs={"preprocess_cfg": preprocess_cfg, "config": config})
+        ds = ds.map_batches(decode_task, batch_size=1, num_cpus=1,
+                            fn_kwargs={"preprocess_cfg": preprocess_cfg, "config": config})
         ds = ds.map_batches(EmbedActor, batch_size=cluster.batch_size,
                             compute=ray.data.ActorPoolStrategy(size=res["concurrency"]),
                             num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
                             fn_constructor_kwargs={"spec": asdict(spec), "threads": res["threads"]})
         assembler = _Assembler(todo, writer, config, spec.key)
-        import logging
-
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar says it; Ray Data's INFO lines repeat it
         bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
         try:
@@ -232,9 +230,10 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
                 elapsed = max(time.monotonic() - started, 1e-6)
                 bar.set_postfix(frames=assembler.frames, fps=f"{assembler.frames / elapsed:.1f}")
                 bar.update(done)
+            assembler.abandon_unfinished()  # the stream ended: a video still open lost its decoder
         finally:
-            assembler.abandon_unfinished()
             bar.close()
+            writer.flush()  # interrupted or not, finished videos are stored
     writer.flush()
     table = store.segments_table(suffix)
     if table is not None and (build_index or (table.count_rows() >= ANN_AUTO_THRESHOLD
