@@ -15,6 +15,7 @@ from pathlib import Path
 
 from models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_spec
 from pipeline.indexing import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from pipeline.search import format_timestamp
 
 DEFAULT_DB = "vidsift.lance"
 
@@ -192,11 +193,6 @@ def _emit(args, payload, human: str) -> None:
         print(human)
 
 
-def _fmt_time(seconds: float) -> str:
-    minutes, secs = divmod(float(seconds), 60)
-    return f"{int(minutes)}:{secs:05.2f}"
-
-
 def cmd_index(args) -> int:
     from pipeline.sources import discover
     from pipeline.store import VideoStore
@@ -256,8 +252,8 @@ def cmd_search(args) -> int:
             target = folder / f"{hit.rank:03d}_{hit.video_id[:12]}_{hit.segment_index:05d}.jpg"
             target.write_bytes(hit.thumbnail)
             row["thumbnail_file"] = str(target)
-    human = "\n".join(f"{h.rank:>3}  {h.score:+.4f}  {_fmt_time(h.start)}-{_fmt_time(h.end)}  {h.path}"
-                      for h in hits) or "no results"
+    human = "\n".join(f"{h.rank:>3}  {h.score:+.4f}  {format_timestamp(h.start)}-{format_timestamp(h.end)}"
+                      f"  {h.path}" for h in hits) or "no results"
     _emit(args, {"query": args.query, "model": spec.key, "results": results}, human)
     return EXIT_OK
 
@@ -290,7 +286,8 @@ def cmd_classify(args) -> int:
     lines += [f"  {row['probability']:.4f}  {row['label']}" for row in result.labels]
     for seg in result.segments:
         best = seg["labels"][0]
-        lines.append(f"  {_fmt_time(seg['start'])}-{_fmt_time(seg['end'])}  {best['label']} ({best['probability']:.3f})")
+        lines.append(f"  {format_timestamp(seg['start'])}-{format_timestamp(seg['end'])}  {best['label']} "
+                     f"({best['probability']:.3f})")
     _emit(args, {**result.to_dict(), "model": encoder.model_key, "templates": templates}, "\n".join(lines))
     return EXIT_OK
 

@@ -7,6 +7,7 @@ held-out colour-shape pairs.
 """
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .classify import ZeroShotClassifier
+from .errors import InputError
 from .search import search_vector
+from .segments import mean_pool
 from .shapes_world import all_labels, is_heldout, parse_label
-from .store import VideoStore
+from .sources import VIDEO_EXTENSIONS
+from .store import VideoStore, sql_in
 
 
 @dataclass
@@ -107,8 +111,6 @@ def evaluate_archive(store: VideoStore, encoder, videos: list[dict], labels: lis
 
 
 def _id_filter(ids) -> str:
-    from .store import sql_in
-
     return sql_in("video_id", sorted(ids))
 
 
@@ -157,8 +159,6 @@ def full_report(store: VideoStore, encoder, videos: list[dict], labels: list[str
                 templates: list[str] | None = None, sampling_interval: float = 1.0, pooling: str = "mean") -> dict:
     """Retrieval, zero-shot classification, moment localisation and boundary figures for the
     manifest's videos indexed in ``store``; each split into seen and held-out pairs where known."""
-    from .search import search_vector
-
     labels = labels or all_labels()
     suffix = encoder.spec.table_suffix
     rows = {r["path"]: r for r in store.video_rows(suffix, ["video_id", "path"])}
@@ -194,8 +194,6 @@ def full_report(store: VideoStore, encoder, videos: list[dict], labels: list[str
                       if scene["start"] - 1e-6 <= t < scene["end"] - 1e-6]
             if not inside or scene["label"] not in labels:
                 continue
-            from .segments import mean_pool
-
             probs = classifier.probabilities(mean_pool(np.stack(inside)))[0]
             order = [labels[i] for i in np.argsort(-probs)]
             top1[_split(scene["label"])].add(order[0] == scene["label"])
@@ -250,11 +248,6 @@ def _split(label: str) -> str:
 def read_msrvtt_csv(csv_path: str | Path, videos_dir: str | Path) -> list[dict]:
     """MSR-VTT test CSV (columns ``video_id``, ``sentence``; e.g. the 1k-A split) -> queries with
     the video file each one should find (``<videos_dir>/<video_id>.<ext>``)."""
-    import csv
-
-    from .errors import InputError
-    from .sources import VIDEO_EXTENSIONS
-
     videos_dir = Path(videos_dir)
     files = {p.stem: str(p.resolve()) for p in videos_dir.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS} \
         if videos_dir.is_dir() else {}
@@ -274,8 +267,6 @@ def read_msrvtt_csv(csv_path: str | Path, videos_dir: str | Path) -> list[dict]:
 
 def msrvtt_report(store: VideoStore, encoder, queries: list[dict], pooling: str = "mean") -> dict:
     """Text -> video R@1/5/10, median and mean rank, as reported for zero-shot CLIP on MSR-VTT."""
-    from .search import search_vector
-
     suffix = encoder.spec.table_suffix
     rows = {r["path"]: r["video_id"] for r in store.video_rows(suffix, ["video_id", "path"])}
     ids = sorted({rows[q["abspath"]] for q in queries if q["abspath"] in rows})

@@ -31,6 +31,12 @@ class SearchHit:
         return out
 
 
+def format_timestamp(seconds: float) -> str:
+    """m:ss.ss, how results show a moment's bounds."""
+    minutes, secs = divmod(float(seconds), 60)
+    return f"{int(minutes)}:{secs:05.2f}"
+
+
 def require_indexed(store: VideoStore, spec) -> None:
     """Refuse to search a model that has no vectors, naming those that do."""
     keys = [m["model"] for m in store.models()]

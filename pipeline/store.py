@@ -8,7 +8,6 @@ rows (lance#4585), and one writer keeps every batch one atomic commit per table.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass
 
@@ -402,7 +401,3 @@ class VideoStore:
             return []
         cols = columns or ["video_id", "path", "duration", "n_segments", "tags", "indexed_at"]
         return table.to_lance().to_table(columns=cols).to_pylist()
-
-
-def settings_json(**kwargs) -> str:
-    return json.dumps(kwargs, sort_keys=True)

@@ -213,8 +213,8 @@ def test_bundled_weights_recognise_fresh_shapes(tmp_path):
     from pipeline.training_data import decode_at, manifest_scenes
 
     assert BUNDLED.weights_path.stat().st_size < 30e6
-    manifest = synth.synthesize_archive(tmp_path / "fresh", 8, seed=424242, n_scenes=4, scene_len=(2.0, 2.5),
-                                        fps_choices=(10, 25), max_size=(640, 480))
+    synth.synthesize_archive(tmp_path / "fresh", 8, seed=424242, n_scenes=4, scene_len=(2.0, 2.5),
+                             fps_choices=(10, 25), max_size=(640, 480))
     encoder = ClipEncoder.from_spec(ModelSpec("shapes-tiny", ""))
     transform = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)
     labels = all_labels()

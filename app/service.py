@@ -1,0 +1,613 @@
+"""The app's server-side work, behind the page: one encoder per server, the path allowlist, search,
+classification, adding to the archive, the library. ``app.web`` lays these out as a Gradio page.
+
+Every call goes through the same functions as the CLI (``pipeline.search``, ``pipeline.classify``,
+``pipeline.indexing``); user errors become ``gr.Error`` messages and leave the archive untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import shutil
+import threading
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from app.paths import (  # noqa: E402
+    PathRefused, UploadRefused, absolute, check_extension, check_inside, check_upload, indexed_roots,
+    resolve_user_path, safe_filename,
+)
+from models.spec import ModelSpec, resolve_spec  # noqa: E402
+from pipeline.config import IndexConfig  # noqa: E402
+from pipeline.errors import InputError, VideoError  # noqa: E402
+from pipeline.search import format_timestamp  # noqa: E402
+from pipeline.sources import VIDEO_EXTENSIONS  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+MEDIA_ROUTE = "/vidsift/media"
+LABEL_FILE_EXTS = (".txt", ".csv", ".lst", ".list")
+LABEL_FILE_MAX_BYTES = 1 << 20
+MAX_TAGS, MAX_TAG_CHARS = 32, 200
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
+            "#469990", "#808000", "#000075", "#800000")
+
+
+@dataclass
+class AppConfig:
+    """How `vidsift app` serves one database.
+
+    ``work_dir`` holds the managed uploads (``uploads/``) and Gradio's private temp folder
+    (``gradio-tmp/``); by default it is the DB's sibling folder ``<db>-app`` (``./vidsift-app`` for
+    remote URIs). ``temp_dir`` overrides the temp folder alone (it is process-wide: Gradio reads
+    ``GRADIO_TEMP_DIR``).
+    """
+
+    db: str = "vidsift.lance"
+    spec: ModelSpec = field(default_factory=resolve_spec)
+    allow_dirs: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int | None = None
+    share: bool = False
+    max_upload_mb: float = 500.0
+    upload_exts: tuple[str, ...] = tuple(sorted(VIDEO_EXTENSIONS))
+    concurrency: int = 4
+    queue_size: int = 64
+    max_k: int = 100
+    index: IndexConfig = field(default_factory=IndexConfig)
+    work_dir: str | None = None
+    temp_dir: str | None = None
+
+    def __post_init__(self):
+        self.allow_dirs = tuple(str(absolute(d)) for d in self.allow_dirs)
+        for folder in self.allow_dirs:
+            if not os.path.isdir(folder):
+                raise InputError(f"--allow-dir {folder}: no such folder")
+        self.upload_exts = tuple(sorted({e.lower() if e.startswith(".") else "." + e.lower()
+                                         for e in self.upload_exts}))
+        if not self.upload_exts:
+            raise InputError("at least one upload extension is needed")
+        if not 0 < float(self.max_upload_mb) <= 1_000_000:
+            raise InputError(f"--max-upload-mb must be > 0, got {self.max_upload_mb!r}")
+        if not 1 <= int(self.concurrency) <= 64:
+            raise InputError(f"concurrency must be between 1 and 64, got {self.concurrency!r}")
+        if self.port is not None and not 0 < int(self.port) < 65536:
+            raise InputError(f"--port must be between 1 and 65535, got {self.port!r}")
+
+    @property
+    def work_path(self) -> Path:
+        if self.work_dir:
+            return absolute(self.work_dir)
+        if "://" in self.db:
+            return absolute("vidsift-app")
+        db = absolute(self.db)
+        stem = db.name[: -len(".lance")] if db.name.endswith(".lance") else db.name
+        return db.parent / f"{stem}-app"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.work_path / "uploads"
+
+    @property
+    def temp_path(self) -> Path:
+        return absolute(self.temp_dir) if self.temp_dir else self.work_path / "gradio-tmp"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(float(self.max_upload_mb) * 1024 * 1024)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
+def _colour(label: str) -> str:
+    return _PALETTE[zlib.crc32(label.encode()) % len(_PALETTE)]
+
+
+class _CountingEncoder:
+    """The server's encoder, reporting how many frames it has embedded (for a progress bar)."""
+
+    def __init__(self, encoder, on_frames):
+        self._encoder, self._on_frames, self.frames = encoder, on_frames, 0
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def encode_pixels(self, pixels):
+        out = self._encoder.encode_pixels(pixels)
+        self.frames += len(pixels)
+        self._on_frames(self.frames)
+        return out
+
+
+def _scrub(text: str) -> str:
+    """Messages name an upload by its file name, not by its path in the server's temp folder."""
+    temp = os.environ.get("GRADIO_TEMP_DIR")
+    return re.sub(re.escape(temp.rstrip("/")) + r"/[^/\s'\"]+/", "", text) if temp else text
+
+
+@contextlib.contextmanager
+def _user_errors(action: str):
+    """Turn every failure into one clear message in the page (``gr.Error``)."""
+    from models.loading import ModelUnavailableError
+
+    try:
+        yield
+    except gr.Error:
+        raise
+    except VideoError as exc:
+        raise gr.Error(_scrub(f"{os.path.basename(exc.path) or exc.path}: {exc.stage} failed: {exc.reason}"),
+                       title=f"{action} failed", print_exception=False) from None
+    except (InputError, PathRefused, UploadRefused, ModelUnavailableError, ValueError) as exc:
+        raise gr.Error(_scrub(str(exc)), title=f"{action} refused", print_exception=False) from None
+    except Exception as exc:  # a bug or an infrastructure failure: logged with its traceback
+        log.exception("%s failed", action)
+        raise gr.Error(_scrub(f"{action} failed: {type(exc).__name__}: {exc}"), title=f"{action} failed",
+                       print_exception=False) from None
+
+
+class VidsiftService:
+    """The server's state and the handlers behind each event; Gradio-free where it can be."""
+
+    def __init__(self, config: AppConfig, encoder=None):
+        from pipeline.store import VideoStore
+
+        self.config = config
+        self.spec = config.spec
+        self.store = VideoStore(config.db)
+        self._encoder = encoder
+        self._encoder_lock = threading.Lock()
+        self._classifiers: OrderedDict[tuple, object] = OrderedDict()
+        self._classifier_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._media: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._media_lock = threading.Lock()
+        config.uploads_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- model -------------------------------------------------------------------------------
+    def encoder(self):
+        """The one encoder of this server, loaded on first use (a second caller waits for it)."""
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    from models.encoder import ClipEncoder
+
+                    log.info("loading model %s", self.spec.key)
+                    self._encoder = ClipEncoder.from_spec(self.spec)
+        return self._encoder
+
+    def classifier(self, labels: list[str], templates: list[str]):
+        """A zero-shot classifier, its text weights cached per (labels, templates), 16 at most."""
+        from pipeline.classify import ZeroShotClassifier
+
+        key = (tuple(labels), tuple(templates))
+        with self._classifier_lock:
+            if key in self._classifiers:
+                self._classifiers.move_to_end(key)
+                return self._classifiers[key]
+        built = ZeroShotClassifier(self.encoder(), labels, templates)
+        with self._classifier_lock:
+            self._classifiers[key] = built
+            while len(self._classifiers) > 16:
+                self._classifiers.popitem(last=False)
+        return built
+
+    @property
+    def suffix(self) -> str:
+        return self.spec.table_suffix
+
+    # ---- what may be read ----------------------------------------------------------------------
+    def indexed_paths(self) -> list[str]:
+        return [r["path"] for r in self.store.video_rows(self.suffix, ["path"])]
+
+    def roots(self, indexed: list[str] | None = None) -> tuple[str, ...]:
+        """Folders whose files this server may read or serve."""
+        indexed = self.indexed_paths() if indexed is None else indexed
+        return (*self.config.allow_dirs, str(self.config.uploads_dir), *map(str, indexed_roots(indexed)))
+
+    def check_indexed_video(self, path: str) -> Path:
+        """A video picked by path: it must be an indexed video, inside the roots once resolved."""
+        text = (path or "").strip()
+        indexed = self.indexed_paths()
+        real = check_inside(text, self.roots(indexed), what="video")  # traversal / outside / symlink out
+        if text not in set(indexed):
+            raise PathRefused(f"Refused video {text!r}: it is not an indexed video of this archive.")
+        check_extension(str(real), VIDEO_EXTENSIONS, what="video file")
+        return real
+
+    def check_upload(self, path: str | None, what: str = "video file") -> Path:
+        return check_upload(path, self.config.upload_exts, self.config.max_upload_bytes, what=what)
+
+    # ---- search ------------------------------------------------------------------------------
+    def _where(self, tags, folder, min_duration, max_duration) -> tuple[str | None, bool]:
+        """The LanceDB SQL filter of the search filters, and whether it can match anything."""
+        from pipeline.store import sql_in, sql_str
+
+        clauses = []
+        for tag in tags or []:
+            if str(tag).strip():
+                clauses.append(f"array_has(tags, {sql_str(str(tag).strip())})")
+        if folder and folder.strip():
+            clauses.append(f"strpos(path, {sql_str(folder.strip())}) > 0")
+        low, high = float(min_duration or 0), float(max_duration or 0)
+        if low < 0 or high < 0:
+            raise InputError("Durations must be positive (0 = no limit).")
+        if high and low > high:
+            raise InputError(f"The minimum duration ({low:g} s) is above the maximum ({high:g} s).")
+        if low or high:
+            rows = self.store.video_rows(self.suffix, ["video_id", "duration"])
+            ids = [r["video_id"] for r in rows if r["duration"] >= low and (not high or r["duration"] <= high)]
+            if not ids:
+                return None, False
+            clauses.append(sql_in("video_id", ids))
+        return " AND ".join(clauses) or None, True
+
+    def _image_vector(self, image):
+        import numpy as np
+
+        from pipeline.frames import FrameTransform
+
+        pixels = np.asarray(image)
+        if pixels.ndim == 2:
+            pixels = np.repeat(pixels[..., None], 3, axis=2)
+        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or min(pixels.shape[:2]) < 2:
+            raise InputError(f"The example image has an unusable shape {pixels.shape}.")
+        pixels = np.ascontiguousarray(pixels[..., :3].astype(np.uint8))
+        encoder = self.encoder()
+        squares, _ = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)(pixels[None])
+        return encoder.encode_pixels(squares)[0]
+
+    def _clip_vector(self, clip: str):
+        from pipeline.indexing import embed_video
+        from pipeline.segments import mean_pool
+
+        path = self.check_upload(clip)
+        embedded = embed_video(str(path), self.encoder(), self.config.index)
+        return mean_pool(embedded.vectors)
+
+    def search(self, query: str = "", image=None, clip: str | None = None, tags: list[str] | None = None,
+               folder: str = "", min_duration: float = 0, max_duration: float = 0, per_video: bool = False,
+               k: int = 12):
+        """Search by text, or by example (an image or a short clip): gallery, hits (JSON), hits (state)."""
+        from PIL import Image
+
+        from pipeline.search import require_indexed, search_text, search_vector
+
+        with _user_errors("Search"):
+            query = (query or "").strip()
+            if not query and image is None and not clip:
+                raise InputError("The search query is empty: describe what you are looking for, or give an "
+                                 "example image or clip.")
+            try:
+                k = int(k)
+            except (TypeError, ValueError):
+                raise InputError(f"top-k must be a whole number, got {k!r}") from None
+            if not 1 <= k <= self.config.max_k:
+                raise InputError(f"top-k must be between 1 and {self.config.max_k}, got {k}")
+            if image is not None and (query or clip):
+                gr.Info("Searching by the example image (clear it to search by text or by clip).")
+            elif clip and query:
+                gr.Info("Searching by the example clip (clear it to search by text).")
+            require_indexed(self.store, self.spec)  # before loading the model
+            where, possible = self._where(tags, folder, min_duration, max_duration)
+            if not possible:
+                hits = []
+            elif image is not None:
+                hits = search_vector(self.store, self.suffix, self._image_vector(image), k=k,
+                                     per_video=bool(per_video), where=where)
+            elif clip:
+                hits = search_vector(self.store, self.suffix, self._clip_vector(clip), k=k,
+                                     per_video=bool(per_video), where=where)
+            else:
+                hits = search_text(self.store, self.encoder(), query, k=k, per_video=bool(per_video), where=where)
+        if not hits:
+            gr.Info("No results: nothing indexed matches these filters.")
+        gallery = [(Image.open(io.BytesIO(h.thumbnail)),
+                    f"{os.path.basename(h.path)} · {format_timestamp(h.start)}–{format_timestamp(h.end)} · {h.score:.3f}")
+                   for h in hits]
+        # No "path" key: gradio_client takes any JSON dict with one for a file to download.
+        rows = [{"rank": h.rank, "score": h.score, "video_path": h.path, "start": h.start, "end": h.end,
+                 "video_id": h.video_id, "segment_index": h.segment_index, "n_frames": h.n_frames,
+                 "tags": list(h.tags)} for h in hits]
+        return gallery, rows, rows
+
+    # ---- playing a hit -------------------------------------------------------------------------
+    def register_media(self, path: str) -> str:
+        """A token for one allowed video file (checked now and again when served)."""
+        real = check_inside(path, self.roots(), what="video")
+        check_extension(str(real), VIDEO_EXTENSIONS, what="video file")
+        if not real.is_file():
+            raise PathRefused(f"The video {path!r} is no longer there.")
+        token = secrets.token_urlsafe(18)
+        with self._media_lock:
+            self._media[token] = (path, str(real))
+            while len(self._media) > 4096:
+                self._media.popitem(last=False)
+        return token
+
+    def media_file(self, token: str) -> str | None:
+        """The file behind a token if it is still where it was checked, else None."""
+        with self._media_lock:
+            entry = self._media.get(token)
+        if entry is None:
+            return None
+        written, real = entry
+        if os.path.realpath(written) != real or not os.path.isfile(real):
+            return None  # moved, or a symlink swapped since the check
+        return real
+
+    def media_endpoint(self, request):
+        """Starlette endpoint: the video behind a token, with HTTP range requests (seeking)."""
+        from starlette.responses import FileResponse, PlainTextResponse
+
+        path = self.media_file(request.path_params.get("token", ""))
+        if path is None:
+            return PlainTextResponse("Unknown or expired video link: search again.", status_code=404)
+        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, no-store"})
+
+    def play(self, hits: list[dict], evt: gr.SelectData) -> str:
+        """HTML5 player for the clicked hit, starting at the segment's start (media fragment #t=)."""
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        if not hits or not 0 <= index < len(hits):
+            return ""
+        hit = hits[index]
+        try:
+            token = self.register_media(hit["video_path"])
+        except (PathRefused, UploadRefused) as exc:
+            gr.Warning(str(exc))
+            return f"<p class='vs-refused'>{html.escape(str(exc))}</p>"
+        start, end = float(hit["start"]), float(hit["end"])
+        name = html.escape(os.path.basename(hit["video_path"]))
+        src = f"{MEDIA_ROUTE.lstrip('/')}/{token}#t={start:.3f}"
+        return (f"<div class='vs-player' data-start='{start:.3f}' data-end='{end:.3f}'>"
+                f"<video id='vs-video' src='{src}' controls autoplay muted playsinline preload='auto' "
+                f"style='width:100%;max-height:60vh;background:#000'></video>"
+                f"<p><b>{name}</b> · {format_timestamp(start)}–{format_timestamp(end)} · score {float(hit['score']):.3f}"
+                f"{' · tags: ' + html.escape(', '.join(hit['tags'])) if hit.get('tags') else ''}</p></div>")
+
+    # ---- classification ------------------------------------------------------------------------
+    def _labels(self, label_set: str, labels: str, labels_file: str | None) -> list[str]:
+        from pipeline import label_sets
+        from pipeline.classify import parse_labels
+
+        text = (labels or "").replace("\n", ",")
+        if labels_file:
+            check_upload(labels_file, LABEL_FILE_EXTS, LABEL_FILE_MAX_BYTES, what="label file")
+        if text.strip() or labels_file:
+            return parse_labels(text if text.strip() else None, labels_file)
+        if not (label_set or "").strip():
+            raise InputError("No labels: choose a label set, type labels, or upload a label file.")
+        return label_sets.load(label_set)
+
+    @staticmethod
+    def _set_templates(label_set: str) -> list[str] | None:
+        from pipeline import label_sets
+
+        return label_sets.templates(label_set.strip())
+
+    def _planned_frames(self, path: str) -> int:
+        from pipeline.decode import open_video, probe
+        from pipeline.sampling import plan_frame_indices
+
+        info, starts = probe(open_video(path), path)
+        return max(1, len(plan_frame_indices(starts, info.duration, self.config.index.sampling)))
+
+    def classify(self, clip: str | None = None, video: str = "", label_set: str = "", labels: str = "",
+                 labels_file: str | None = None, templates: str = "", per_segment: bool = True, top: int = 5,
+                 progress=gr.Progress()):
+        """Zero-shot labels of an uploaded clip (or an indexed video): the whole clip and each segment."""
+        from pipeline.classify import classify_clip, parse_templates
+
+        with _user_errors("Classification"):
+            if clip:
+                path, shown = str(self.check_upload(clip)), os.path.basename(clip)
+            elif (video or "").strip():
+                path, shown = str(self.check_indexed_video(video)), video.strip()
+            else:
+                raise InputError("Upload a clip or pick an indexed video to classify.")
+            label_list = self._labels(label_set, labels, labels_file)
+            given = [t.strip() for t in (templates or "").splitlines() if t.strip()]
+            uses_set = not ((labels or "").strip() or labels_file) and (label_set or "").strip()
+            template_list = parse_templates(given) if given or not uses_set else (
+                self._set_templates(label_set) or parse_templates())
+            try:
+                top = int(top)
+            except (TypeError, ValueError):
+                raise InputError(f"top must be a whole number, got {top!r}") from None
+            if not 1 <= top <= 100:
+                raise InputError(f"top must be between 1 and 100, got {top}")
+            progress(0, desc="Loading the model")
+            encoder = self.encoder()
+            progress(0, desc="Embedding the labels")
+            classifier = self.classifier(label_list, template_list)
+            total = self._planned_frames(path)
+            progress((0, total), desc="Embedding frames", unit="frames")
+            counting = _CountingEncoder(encoder, lambda n: progress((min(n, total), total),
+                                                                    desc="Embedding frames", unit="frames"))
+            result = classify_clip(counting, path, classifier, self.config.index, per_segment=bool(per_segment),
+                                   top=top)
+        out = result.to_dict()
+        del out["path"]  # gradio_client takes any JSON dict with a "path" key for a file
+        out = {"video": shown, **out, "model": encoder.model_key, "templates": template_list,
+               "n_labels": len(label_list)}
+        return out
+
+    @staticmethod
+    def timeline_html(result: dict) -> str:
+        segments = result.get("segments") or []
+        if not segments:
+            return ""
+        blocks = []
+        for seg in segments:
+            best = seg["labels"][0]
+            label = html.escape(best["label"])
+            span = f"{format_timestamp(seg['start'])}–{format_timestamp(seg['end'])}"
+            width = max(float(seg["end"]) - float(seg["start"]), 0.05)
+            blocks.append(
+                f"<div class='vs-seg' title='{span} {label} ({best['probability']:.3f})' "
+                f"style='flex:{width:.3f} 1 0;min-width:2px;background:{_colour(best['label'])};color:#fff;"
+                f"padding:4px 6px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis;"
+                f"border-right:1px solid #fff;font-size:12px'>{label}<br><small>{span} · "
+                f"{100 * best['probability']:.0f}%</small></div>")
+        return ("<div class='vs-timeline-wrap'><div style='font-size:13px;margin-bottom:4px'>Per segment "
+                f"({len(segments)} segments, {float(result.get('duration', 0)):.1f} s)</div>"
+                "<div class='vs-timeline' style='display:flex;width:100%;border-radius:6px;overflow:hidden'>"
+                + "".join(blocks) + "</div></div>")
+
+    def show_classification(self, result: dict):
+        labels = {row["label"]: float(row["probability"]) for row in (result or {}).get("labels", [])}
+        choices = list(labels)
+        return (gr.update(value=labels, num_top_classes=max(1, len(labels))), self.timeline_html(result or {}),
+                gr.update(choices=choices, value=choices[:1]))
+
+    # ---- writes --------------------------------------------------------------------------------
+    def _copy_upload(self, src: Path) -> tuple[Path, bool]:
+        """Copy an upload into the managed uploads folder (by content, so re-uploads are one file)."""
+        from pipeline.sources import content_hash
+
+        folder = self.config.uploads_dir / content_hash(str(src))[:16]
+        dest = folder / safe_filename(src.name)
+        if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+            return dest, False
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".{dest.name}.part"
+        shutil.copyfile(src, staging)
+        os.replace(staging, dest)
+        return dest, True
+
+    @staticmethod
+    def _clean_tags(tags) -> tuple[str, ...]:
+        cleaned = tuple(dict.fromkeys(str(t).strip() for t in (tags or []) if str(t).strip()))
+        if len(cleaned) > MAX_TAGS or any(len(t) > MAX_TAG_CHARS for t in cleaned):
+            raise InputError(f"At most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each.")
+        return cleaned
+
+    def add_to_archive(self, clip: str | None = None, tags: list[str] | None = None, progress=gr.Progress()) -> str:
+        """Copy the uploaded clip into the uploads folder and index it with the chosen tags."""
+        from pipeline.decode import open_video, probe
+        from pipeline.indexing import index_sequential
+
+        with _user_errors("Adding to the archive"):
+            if not clip:
+                raise InputError("Upload a clip first (Tag a clip → Upload a video).")
+            src = self.check_upload(clip)
+            name = os.path.basename(clip)
+            chosen = self._clean_tags(tags)
+            probe(open_video(str(src)), str(src))  # not a video / no stream: refused before any copy
+            encoder = self.encoder()
+            with self._write_lock:
+                dest, created = self._copy_upload(src)
+                try:
+                    report = index_sequential(self.store, encoder, [str(dest)], self.config.index, tags=chosen,
+                                              on_progress=lambda d, t: progress((d, t), desc="Indexing",
+                                                                                unit="videos"))
+                except BaseException:
+                    if created:
+                        dest.unlink(missing_ok=True)
+                    raise
+                if report.failures:  # leave the archive as it was: no failure row, no copy
+                    self.store.clear_failures(encoder.model_key, [str(dest)])
+                    if created:
+                        dest.unlink(missing_ok=True)
+                    failure = report.failures[0]
+                    raise VideoError(name, failure.stage, failure.reason)
+                if report.skipped:
+                    if created:
+                        dest.unlink(missing_ok=True)
+                    gr.Warning(f"{name} is already in the archive (same content); its tags were not changed.")
+                    return f"**{html.escape(name)}** is already in the archive; nothing was added."
+        tag_text = ", ".join(chosen) if chosen else "no tags"
+        gr.Info(f"Added {name} to the archive ({tag_text}).")
+        return (f"Added **{html.escape(name)}** to the archive as `{html.escape(str(dest))}` with tags: "
+                f"{html.escape(tag_text)} ({report.frames} frames).")
+
+    def index_folder(self, root: str = "", subfolder: str = "", progress=gr.Progress()) -> str:
+        """Index a folder inside one of the --allow-dir roots."""
+        from pipeline.indexing import index_sequential
+        from pipeline.sources import discover
+
+        with _user_errors("Indexing"):
+            allowed = self.config.allow_dirs
+            if not allowed:
+                raise PathRefused("No folders may be indexed from the page: start the server with "
+                                  "--allow-dir FOLDER.")
+            root = (root or allowed[0]).strip()
+            if str(absolute(root)) not in allowed or ".." in Path(root).parts:
+                raise PathRefused(f"Refused folder {root!r}: not one of the allowed folders ({', '.join(allowed)}).")
+            folder = resolve_user_path(subfolder, allowed, base=root, what="folder")
+            if not folder.is_dir():
+                raise InputError(f"{folder} is not a folder.")
+            found, outside = [], []
+            for path in discover([str(folder)]):
+                try:
+                    found.append(str(check_inside(path, allowed, what="video")))
+                except PathRefused:
+                    outside.append(path)
+            found = list(dict.fromkeys(found))
+            if not found and outside:
+                raise PathRefused(f"Refused folder {str(folder)!r}: its {len(outside)} video(s) are symbolic links "
+                                  "leading outside the allowed folders.")
+            if not found:
+                raise InputError(f"No videos in {folder} (extensions: {' '.join(sorted(VIDEO_EXTENSIONS))}).")
+            encoder = self.encoder()
+            progress((0, len(found)), desc="Indexing", unit="videos")
+            with self._write_lock:
+                report = index_sequential(self.store, encoder, found, self.config.index,
+                                          on_progress=lambda d, t: progress((d, t), desc="Indexing", unit="videos"))
+        lines = [f"Indexed **{report.indexed}**, already indexed {report.skipped}, failed {len(report.failures)} "
+                 f"of {report.total} videos in `{html.escape(str(folder))}` ({report.frames} frames, "
+                 f"{report.seconds:.1f} s)."]
+        lines += [f"- failed `{html.escape(f.path)}`: {f.stage}: {html.escape(f.reason)}" for f in report.failures]
+        if outside:
+            lines.append(f"- {len(outside)} file(s) skipped: links leading outside the allowed folders")
+        if report.failures:
+            gr.Warning(f"{len(report.failures)} video(s) failed; see the failures table.")
+        return "\n".join(lines)
+
+    # ---- library -------------------------------------------------------------------------------
+    def library(self):
+        """Summary (markdown), videos and failures (tables) of the archive."""
+        import pandas as pd
+
+        models = self.store.summary()
+        lines = [f"**Database** `{html.escape(self.config.db)}` · **serving model** `{html.escape(self.spec.key)}`"]
+        for m in models:
+            lines.append(f"- `{html.escape(m['model'])}`: {m['videos']} videos, {m['segments']} segments, "
+                         f"{m['dim']}-d, ANN index: {'yes' if m['ann_index'] else 'no (exact search)'}, "
+                         f"last indexed {m['last_indexed'] or 'never'}")
+        if not models:
+            lines.append("- nothing indexed yet")
+        rows = self.store.video_rows(self.suffix, ["path", "duration", "n_segments", "tags", "indexed_at"])
+        videos = pd.DataFrame([{"path": r["path"], "duration (s)": round(float(r["duration"]), 2),
+                                "segments": r["n_segments"], "tags": ", ".join(r["tags"] or []),
+                                "indexed": r["indexed_at"].isoformat(timespec="seconds") if r["indexed_at"] else ""}
+                               for r in sorted(rows, key=lambda r: r["path"])],
+                              columns=["path", "duration (s)", "segments", "tags", "indexed"])
+        failures = pd.DataFrame([{"path": f["path"], "stage": f["stage"], "reason": f["reason"], "model": f["model"],
+                                  "time": f["time"].isoformat(timespec="seconds")} for f in self.store.failures()],
+                                columns=["path", "stage", "reason", "model", "time"])
+        lines.append(f"- failures: {len(failures)}")
+        return "\n".join(lines), videos, failures
+
+    def refresh(self):
+        """Everything that depends on the archive's contents: filters, pickers, library."""
+        rows = self.store.video_rows(self.suffix, ["path", "tags"])
+        tags = sorted({t for r in rows for t in (r["tags"] or [])})
+        paths = sorted(r["path"] for r in rows)
+        summary, videos, failures = self.library()
+        return gr.update(choices=tags), gr.update(choices=paths), summary, videos, failures
