@@ -119,9 +119,10 @@ class JobReport:
         }
 
 
-def plan_work(store: VideoStore, suffix: str, paths: Iterable[str], report: JobReport) -> list[VideoFile]:
+def plan_work(writer: "RecordWriter", paths: Iterable[str]) -> list[VideoFile]:
     """Identify every file; drop those already indexed with this model (same content) and repeats.
-    Unreadable files become failures here, before any decoding."""
+    Unreadable files become failures here (through the writer), before any decoding."""
+    store, suffix, report = writer.store, writer.suffix, writer.report
     known = store.indexed_files(suffix)
     done_ids = {row["video_id"] for row in known.values()}
     todo: list[VideoFile] = []
@@ -131,7 +132,7 @@ def plan_work(store: VideoStore, suffix: str, paths: Iterable[str], report: JobR
         try:
             video = identify(path, known)
         except OSError as exc:
-            report.failures.append(Failure(path, "read", exc.strerror or str(exc)))
+            writer.fail(path, "read", exc.strerror or str(exc))
             continue
         if video.video_id in done_ids and known.get(path, {}).get("video_id") in (None, video.video_id):
             report.skipped += 1
@@ -187,9 +188,7 @@ def index_sequential(store: VideoStore, encoder, paths: list[str], config: Index
     report = JobReport()
     suffix = encoder.spec.table_suffix
     writer = RecordWriter(store, encoder.model_key, suffix, report)
-    todo = plan_work(store, suffix, paths, report)
-    for failure in report.failures:
-        writer.failures.append(failure)
+    todo = plan_work(writer, paths)
     for done, video in enumerate(todo, 1):
         try:
             embedded = embed_video(video.path, encoder, config)

@@ -199,8 +199,7 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
     report = JobReport()
     suffix = spec.table_suffix
     writer = RecordWriter(store, spec.key, suffix, report)
-    todo = plan_work(store, suffix, paths, report)
-    writer.failures.extend(report.failures)
+    todo = plan_work(writer, paths)
     if todo:
         if preprocess_cfg is None:
             from models.loading import load_model
