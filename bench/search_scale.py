@@ -6,7 +6,8 @@ videos of similar content sit together), then for each N: exact search latency, 
 time, ANN latency p50/p95 and recall@10 against exact search (``bypass_vector_index``), with and
 without a prefilter on the path.
 
-    .venv/bin/python bench/search_scale.py --sizes 10000 100000 1000000 --out bench/search_scale.json
+    .venv/bin/python bench/search_scale.py --sizes 10000 100000 1000000 --out bench/results/search.json
+    .venv/bin/python bench/search_scale.py --sizes 1000000 --kinds ivf_sq ivf_pq   # compare index kinds
 """
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.store import VideoStore, segments_schema  # noqa: E402
+from common import print_table, write_json  # noqa: E402
+
+from pipeline.store import VectorIndexConfig, VideoStore, segments_schema  # noqa: E402
 
 DIM = 512
 SUFFIX = "bench"
@@ -70,9 +73,31 @@ def recall(truth, found) -> float:
     return float(np.mean([len(set(t) & set(f)) / max(len(t), 1) for t, f in zip(truth, found)]))
 
 
+def measure(store, n, kind, queries, truth, truth_f, where) -> dict:
+    t = time.perf_counter()
+    description = store.build_vector_index(SUFFIX)
+    build_s = time.perf_counter() - t
+    ann_ms, found = timed_search(store, queries, None, exact=False)
+    ann_f_ms, found_f = timed_search(store, queries, where, exact=False)
+    ann = store.vector_index
+    return {
+        "n": n, "index": kind, "nprobes": ann.nprobes, "refine": ann.refine_factor, "description": description,
+        "build_s": round(build_s, 1),
+        "ann_p50_ms": round(float(np.median(ann_ms)), 2), "ann_p95_ms": round(float(np.percentile(ann_ms, 95)), 2),
+        "ann_recall@10": round(recall(truth, found), 4),
+        "filtered_ann_p50_ms": round(float(np.median(ann_f_ms)), 2),
+        "filtered_ann_p95_ms": round(float(np.percentile(ann_f_ms, 95)), 2),
+        "filtered_ann_recall@10": round(recall(truth_f, found_f), 4),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--kinds", nargs="+", default=["ivf_sq"], choices=["ivf_sq", "ivf_pq", "ivf_flat"],
+                        help="ANN index kinds to build and compare on the same table")
+    parser.add_argument("--nprobes", type=int, nargs="+", default=[VectorIndexConfig.nprobes])
+    parser.add_argument("--refine", type=int, default=VectorIndexConfig.refine_factor)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -91,33 +116,22 @@ def main(argv=None) -> int:
             fill_s = time.perf_counter() - t
             exact_ms, truth = timed_search(store, queries, None, exact=True)
             exact_f_ms, truth_f = timed_search(store, queries, where, exact=True)
-            t = time.perf_counter()
-            description = store.build_vector_index(SUFFIX)
-            build_s = time.perf_counter() - t
-            ann_ms, found = timed_search(store, queries, None, exact=False)
-            ann_f_ms, found_f = timed_search(store, queries, where, exact=False)
-            row = {
-                "n": n, "fill_s": round(fill_s, 1), "index": description, "build_s": round(build_s, 1),
-                "exact_p50_ms": round(float(np.median(exact_ms)), 2), "exact_p95_ms": round(float(np.percentile(exact_ms, 95)), 2),
-                "ann_p50_ms": round(float(np.median(ann_ms)), 2), "ann_p95_ms": round(float(np.percentile(ann_ms, 95)), 2),
-                "ann_recall@10": round(recall(truth, found), 4),
-                "filtered_exact_p50_ms": round(float(np.median(exact_f_ms)), 2),
-                "filtered_ann_p50_ms": round(float(np.median(ann_f_ms)), 2),
-                "filtered_ann_p95_ms": round(float(np.percentile(ann_f_ms, 95)), 2),
-                "filtered_ann_recall@10": round(recall(truth_f, found_f), 4),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            exact = {"fill_s": round(fill_s, 1), "exact_p50_ms": round(float(np.median(exact_ms)), 2),
+                     "exact_p95_ms": round(float(np.percentile(exact_ms, 95)), 2),
+                     "filtered_exact_p50_ms": round(float(np.median(exact_f_ms)), 2)}
+            for kind in args.kinds:
+                for nprobes in args.nprobes:
+                    store.vector_index = VectorIndexConfig(kind=kind, nprobes=nprobes, refine_factor=args.refine)
+                    row = {**measure(store, n, kind, queries, truth, truth_f, where), **exact}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
             shutil.rmtree(workdir / f"db{n}", ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\n{'N':>9} {'build s':>8} {'exact p50':>10} {'ANN p50':>8} {'ANN p95':>8} {'recall@10':>9} "
-          f"{'filt p50':>9} {'filt recall':>11}")
-    for r in rows:
-        print(f"{r['n']:>9} {r['build_s']:>8} {r['exact_p50_ms']:>10} {r['ann_p50_ms']:>8} {r['ann_p95_ms']:>8} "
-              f"{r['ann_recall@10']:>9} {r['filtered_ann_p50_ms']:>9} {r['filtered_ann_recall@10']:>11}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+    print()
+    print_table(rows, ["n", "index", "nprobes", "build_s", "exact_p50_ms", "ann_p50_ms", "ann_p95_ms", "ann_recall@10",
+                       "filtered_exact_p50_ms", "filtered_ann_p50_ms", "filtered_ann_recall@10"])
+    write_json(args.out, {"rows": rows})
     return 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import IndexConfig
 from .errors import VideoError
-from .frames import FrameTransform, jpeg_thumbnail
+from .frames import FrameTransform
 from .sampling import plan_frame_indices
 
 
@@ -109,8 +109,7 @@ def iter_frame_chunks(
                 f"frames {int(chunk_idx[0])}-{int(chunk_idx[-1])} of {info.n_frames} do not decode "
                 f"(truncated or corrupt?): {_clean_decord_message(exc)}",
             ) from None
-        squares, _ = transform(frames)
-        thumbs = [jpeg_thumbnail(f, config.thumbnail_height) for f in frames]
+        squares, thumbs = transform.squares_and_thumbnails(frames, config.thumbnail_height)
         yield FrameChunk(pixels=squares, times=frame_starts[chunk_idx], thumbnails=thumbs)
 
 
@@ -122,23 +121,27 @@ def decode_video(path: str, transform: FrameTransform, config: IndexConfig) -> t
     return info, iter_frame_chunks(reader, info, indices, starts, transform, config)
 
 
-def refine_cuts(path: str, intervals: list[tuple[float, float]], probe_width: int = 64) -> list[float]:
+def refine_cuts(path: str, intervals: list[tuple[float, float]], probe_width: int = 64,
+                frame_size: tuple[int, int] | None = None) -> list[float]:
     """Place each cut on the frame where the picture changes most, between the two sampled frames
     that bracket it: the frames in between are decoded small (decoder-side resize) and compared by
     mean absolute pixel difference. A cut found this way is exact to one frame; if the video cannot
-    be read again, the midpoint is kept."""
+    be read again, the midpoint is kept. ``frame_size`` (height, width), when known, saves opening
+    the file a second time just to read it."""
     midpoints = [0.5 * (a + b) for a, b in intervals]
     if not intervals:
         return midpoints
     import decord
 
     try:
-        probe_reader = decord.VideoReader(path, num_threads=1)
-        stamps = np.asarray(probe_reader.get_frame_timestamp(np.arange(len(probe_reader))), dtype=np.float64)[:, 0]
-        height, width = probe_reader[0].shape[:2]
-        del probe_reader
+        if frame_size is None:
+            probe_reader = decord.VideoReader(path, num_threads=1)
+            frame_size = probe_reader[0].shape[:2]
+            del probe_reader
+        height, width = frame_size
         small_h = max(2, int(round(probe_width * height / width / 2)) * 2)
         reader = decord.VideoReader(path, num_threads=1, width=probe_width, height=small_h)
+        stamps = np.asarray(reader.get_frame_timestamp(np.arange(len(reader))), dtype=np.float64)[:, 0]
     except Exception:
         return midpoints
     refined = []

@@ -1,10 +1,12 @@
-"""Frame preprocessing on tensors, matching open_clip's own transform.
+"""Frame preprocessing, matching open_clip's own transform pixel for pixel.
 
 open_clip's eval transform is PIL: ``Resize(shortest side, bicubic, antialias)`` -> ``CenterCrop``
--> ``ToTensor`` -> ``Normalize``. Doing the resize on whole uint8 batches with torch's antialiased
-interpolation gives the same vectors (cosine > 0.9999 measured on ViT-B-32) without a PIL round
-trip per frame. Decoder-side resizing (decord ``width=/height=``) was measured at cosine ~0.998
-against the reference, below our 0.999 parity bar, so frames are decoded at full size.
+-> ``ToTensor`` -> ``Normalize``. The resize here is that same PIL call, so the squares are
+identical to the reference; the crop is a numpy slice and the normalisation happens on the
+encoder's device. Measured alternatives (``bench/stages.py``): torch's antialiased bicubic on
+float tensors costs 2-3x more per frame on CPU than PIL, and decoder-side resizing (decord
+``width=``/``height=``) saves no decoding time (H.264 decoding, not scaling, dominates) while
+moving the vectors off the reference (cosine ~0.998).
 """
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+_PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
+                "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
 
 
 @dataclass(frozen=True)
@@ -26,15 +29,18 @@ class FrameTransform:
     interpolation: str = "bicubic"
     fill_color: int = 0
 
+    def __post_init__(self):
+        if self.resize_mode not in ("shortest", "squash", "longest"):
+            raise ValueError(f"Unsupported open_clip resize_mode {self.resize_mode!r}")
+        if self.interpolation not in _PIL_FILTERS:
+            raise ValueError(f"Unsupported interpolation {self.interpolation!r}")
+
     @classmethod
     def from_preprocess_cfg(cls, cfg: dict) -> "FrameTransform":
         size = cfg["size"]
         size = (size, size) if isinstance(size, int) else tuple(size)
-        mode = cfg.get("resize_mode", "shortest")
-        if mode not in ("shortest", "squash", "longest"):
-            raise ValueError(f"Unsupported open_clip resize_mode {mode!r}")
-        return cls(size=size, resize_mode=mode, interpolation=cfg.get("interpolation", "bicubic"),
-                   fill_color=int(cfg.get("fill_color", 0) or 0))
+        return cls(size=size, resize_mode=cfg.get("resize_mode", "shortest"),
+                   interpolation=cfg.get("interpolation", "bicubic"), fill_color=int(cfg.get("fill_color", 0) or 0))
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) after the resize step, with torchvision's rounding."""
@@ -49,16 +55,16 @@ class FrameTransform:
             new_long, new_short = target, int(round(target * short / long))
         return (new_short, new_long) if height <= width else (new_long, new_short)
 
+    def resize_image(self, image: Image.Image) -> Image.Image:
+        """One frame resized exactly as torchvision's ``Resize`` does on a PIL image."""
+        out_h, out_w = self.resized_shape(image.height, image.width)
+        if (out_h, out_w) == (image.height, image.width):
+            return image
+        return image.resize((out_w, out_h), _PIL_FILTERS[self.interpolation])
+
     def resize(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 (N,H,W,3) -> uint8 (N,h,w,3) resized as torchvision does (antialiased, rounded to uint8)."""
-        n, height, width, _ = frames.shape
-        out_h, out_w = self.resized_shape(height, width)
-        if (out_h, out_w) == (height, width):
-            return frames
-        batch = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        batch = F.interpolate(batch, size=(out_h, out_w), mode=self.interpolation, antialias=True,
-                              align_corners=False)
-        return batch.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        """uint8 (N,H,W,3) -> uint8 (N,h,w,3)."""
+        return np.stack([np.asarray(self.resize_image(Image.fromarray(frame))) for frame in frames])
 
     def crop(self, frames: np.ndarray) -> np.ndarray:
         """Centre crop (or pad, for ``longest``) to the model's square, as torchvision's CenterCrop."""
@@ -78,12 +84,25 @@ class FrameTransform:
         resized = self.resize(frames)
         return np.ascontiguousarray(self.crop(resized)), resized
 
+    def squares_and_thumbnails(self, frames: np.ndarray, thumbnail_height: int) -> tuple[np.ndarray, list[bytes]]:
+        """Model squares and JPEG thumbnails from one PIL image per frame. The thumbnail is cut
+        from the resized frame when that keeps the picture's shape and is big enough (cheaper than
+        scaling the full frame again), else from the full frame."""
+        resized, thumbnails = [], []
+        for frame in frames:
+            image = Image.fromarray(frame)
+            small = self.resize_image(image)
+            resized.append(np.asarray(small))
+            keeps_shape = self.resize_mode == "shortest" and small.height >= thumbnail_height
+            thumbnails.append(jpeg_thumbnail(small if keeps_shape else image, thumbnail_height))
+        return np.ascontiguousarray(self.crop(np.stack(resized))), thumbnails
 
-def jpeg_thumbnail(frame: np.ndarray, height: int = 108, quality: int = 80) -> bytes:
+
+def jpeg_thumbnail(frame: np.ndarray | Image.Image, height: int = 108, quality: int = 80) -> bytes:
     """A small JPEG of one frame: what a search result shows."""
-    image = Image.fromarray(frame)
+    image = frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
     width = max(1, round(image.width * height / image.height))
-    image = image.resize((width, height), Image.BILINEAR)
+    image = image.resize((width, height), Image.BILINEAR, reducing_gap=2.0)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

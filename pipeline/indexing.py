@@ -36,7 +36,8 @@ def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vector
     times, vectors = times[order], vectors[order]
     thumbnails = [thumbnails[i] for i in order]
     segments = build_segments(times, vectors, info.duration, config.segments,
-                              cuts=_exact_cuts(video.path, times, vectors, info.duration, config.segments))
+                              cuts=_exact_cuts(video.path, times, vectors, info.duration, config.segments,
+                                               frame_size=(info.height, info.width)))
     return VideoRecord(
         video_id=video.video_id, path=video.path, size_bytes=video.size_bytes, mtime_ns=video.mtime_ns,
         duration=info.duration, fps=info.fps, width=info.width, height=info.height,
@@ -48,7 +49,8 @@ def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vector
     )
 
 
-def _exact_cuts(path: str, times: np.ndarray, vectors: np.ndarray, duration: float, segments) -> list[float] | None:
+def _exact_cuts(path: str, times: np.ndarray, vectors: np.ndarray, duration: float, segments,
+                frame_size: tuple[int, int] | None = None) -> list[float] | None:
     """Scene cuts refined on the frame by decoding around them, or None to let segmentation place
     them itself (fixed windows, or refinement switched off)."""
     if segments.mode != "scenes" or not segments.refine_cuts:
@@ -56,7 +58,7 @@ def _exact_cuts(path: str, times: np.ndarray, vectors: np.ndarray, duration: flo
     from .decode import refine_cuts
     from .segments import detect_cut_intervals
 
-    return refine_cuts(path, detect_cut_intervals(times, vectors, duration, segments))
+    return refine_cuts(path, detect_cut_intervals(times, vectors, duration, segments), frame_size=frame_size)
 
 
 @dataclass
@@ -104,15 +106,34 @@ class JobReport:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     ann_index: str | None = None
+    startup_s: float | None = None  # until the first embedded frames came back: Ray, model loading
+    frames_at_startup: int = 0
+    started: float = field(default_factory=time.monotonic, repr=False)
 
     @property
     def exit_status(self) -> int:
         return EXIT_PARTIAL if self.failures else EXIT_OK
 
+    def mark_startup(self, frames_so_far: int) -> None:
+        """Called when the first embedded frames arrive (once; later calls are ignored)."""
+        if self.startup_s is None:
+            self.startup_s = time.monotonic() - self.started
+            self.frames_at_startup = frames_so_far
+
+    @property
+    def steady_fps(self) -> float | None:
+        """Frames per second after start-up: the rate a long job runs at, without its fixed cost
+        (starting Ray, loading the model in each worker)."""
+        if self.startup_s is None or self.seconds - self.startup_s <= 0:
+            return None
+        return (self.frames - self.frames_at_startup) / (self.seconds - self.startup_s)
+
     def to_dict(self) -> dict:
         return {
             "total": self.total, "skipped": self.skipped, "indexed": self.indexed,
             "failed": len(self.failures), "frames": self.frames, "seconds": round(self.seconds, 3),
+            "startup_seconds": None if self.startup_s is None else round(self.startup_s, 3),
+            "steady_fps": None if self.steady_fps is None else round(self.steady_fps, 2),
             "ann_index": self.ann_index,
             "failures": [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in self.failures],
             "exit_status": self.exit_status,
@@ -184,7 +205,6 @@ def index_sequential(store: VideoStore, encoder, paths: list[str], config: Index
                      tags: tuple[str, ...] = (), on_progress: Callable[[int, int], None] | None = None
                      ) -> JobReport:
     """Index ``paths`` in this process, one video after another."""
-    started = time.monotonic()
     report = JobReport()
     suffix = encoder.spec.table_suffix
     writer = RecordWriter(store, encoder.model_key, suffix, report)
@@ -192,6 +212,7 @@ def index_sequential(store: VideoStore, encoder, paths: list[str], config: Index
     for done, video in enumerate(todo, 1):
         try:
             embedded = embed_video(video.path, encoder, config)
+            report.mark_startup(report.frames + len(embedded.times))
             writer.add(assemble_record(video, embedded.info, embedded.times, embedded.vectors,
                                        embedded.thumbnails, config, encoder.model_key, tags))
         except VideoError as exc:
@@ -199,7 +220,7 @@ def index_sequential(store: VideoStore, encoder, paths: list[str], config: Index
         if on_progress:
             on_progress(done, len(todo))
     writer.flush()
-    report.seconds = time.monotonic() - started
+    report.seconds = time.monotonic() - report.started
     return report
 
 

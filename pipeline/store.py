@@ -89,6 +89,55 @@ MODELS_SCHEMA = pa.schema([
 ])
 
 
+def to_arrow(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows -> Arrow, the ``vector`` column (always last) from one numpy block: converting 512
+    floats per row through Python lists was most of a write's cost (``bench/stages.py``)."""
+    field = schema.field("vector")
+    dim = field.type.list_size
+    vectors = (np.stack([np.asarray(r["vector"], dtype=np.float32) for r in rows]) if rows
+               else np.zeros((0, dim), np.float32))
+    others = schema.remove(schema.get_field_index("vector"))
+    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "vector"} for r in rows], schema=others)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim)
+    return table.append_column(field, column)
+
+
+def _has_vector_index(table) -> bool:
+    return table is not None and any("vector" in idx.columns for idx in table.list_indices())
+
+
+@dataclass(frozen=True)
+class VectorIndexConfig:
+    """The ANN index over segment vectors and how it is searched.
+
+    ``kind``: ``ivf_sq`` (default: 8-bit scalar quantisation, 4x smaller than float32 and accurate
+    enough that ranking inside the probed partitions stays right), ``ivf_pq`` (64 bytes a vector,
+    smallest, but its coarse distances missed true neighbours at 1M rows) or ``ivf_flat``.
+    Partitions default to sqrt(rows); ``nprobes`` partitions are searched at least (more under a
+    narrow filter), and ``refine_factor`` x limit candidates are re-ranked on the full vectors.
+    """
+
+    kind: str = "ivf_sq"
+    partitions: int | None = None
+    nprobes: int = 32
+    refine_factor: int = 10
+    kmeans_iterations: int = 25
+
+    def __post_init__(self):
+        if self.kind not in ("ivf_sq", "ivf_pq", "ivf_flat"):
+            raise ValueError(f"unknown vector index kind {self.kind!r}")
+
+    def lancedb_config(self, rows: int, dim: int):
+        from lancedb.index import IvfFlat, IvfPq, IvfSq
+
+        common = dict(distance_type="cosine", max_iterations=self.kmeans_iterations,
+                      num_partitions=self.partitions or max(1, min(4096, int(math.sqrt(rows)))))
+        if self.kind == "ivf_pq":
+            sub_vectors = next(d for d in (dim // 8, dim // 4, dim // 2, dim, 1) if d >= 1 and dim % d == 0)
+            return IvfPq(num_sub_vectors=sub_vectors, **common)
+        return (IvfSq if self.kind == "ivf_sq" else IvfFlat)(**common)
+
+
 @dataclass
 class SegmentRow:
     start: float
@@ -154,10 +203,12 @@ def now_utc() -> dt.datetime:
 class VideoStore:
     """Reads and writes one LanceDB database (a folder, or any LanceDB URI such as s3://...)."""
 
-    def __init__(self, uri: str, storage_options: dict | None = None):
+    def __init__(self, uri: str, storage_options: dict | None = None,
+                 vector_index: VectorIndexConfig = VectorIndexConfig()):
         import lancedb
 
         self.uri = uri
+        self.vector_index = vector_index
         self.db = lancedb.connect(uri, storage_options=storage_options)
 
     # ---- tables -------------------------------------------------------------------------
@@ -249,7 +300,7 @@ class VideoStore:
                     "segment_index": i, "start": float(seg.start), "end": float(seg.end),
                     "n_frames": int(seg.n_frames), "starts_scene": bool(seg.starts_scene),
                     "model": model_key, "tags": list(rec.tags),
-                    "thumbnail": seg.thumbnail, "vector": seg.vector.astype(np.float32).tolist(),
+                    "thumbnail": seg.thumbnail, "vector": seg.vector,
                 })
         videos = self.videos_table(suffix)
         replaced = [] if videos is None else [
@@ -263,12 +314,12 @@ class VideoStore:
             "duration": r.duration, "fps": r.fps, "width": r.width, "height": r.height,
             "n_frames": r.n_frames, "n_segments": len(r.segments), "model": model_key,
             "settings": r.settings, "tags": list(r.tags), "indexed_at": stamp,
-            "vector": r.vector.astype(np.float32).tolist(),
+            "vector": r.vector,
         } for r in records]
         videos = self.videos_table(suffix, dim)
         (videos.merge_insert("video_id").when_matched_update_all().when_not_matched_insert_all()
          .when_not_matched_by_source_delete(stale)
-         .execute(pa.Table.from_pylist(video_rows, schema=videos_schema(dim))))
+         .execute(to_arrow(video_rows, videos_schema(dim))))
         self.clear_failures(model_key, paths)
 
     def replace_segments(self, suffix: str, dim: int, seg_rows: list[dict], stale: str) -> None:
@@ -277,14 +328,14 @@ class VideoStore:
         segments = self.segments_table(suffix, dim)
         (segments.merge_insert("segment_id").when_matched_update_all().when_not_matched_insert_all()
          .when_not_matched_by_source_delete(stale)
-         .execute(pa.Table.from_pylist(seg_rows, schema=segments_schema(dim))))
+         .execute(to_arrow(seg_rows, segments_schema(dim))))
 
     def _write_frames(self, suffix: str, dim: int, records: list[VideoRecord], replaced_ids: list[str]) -> None:
         """Frames of the batch's videos replace those of the same videos and of the versions they
         replace (``replaced_ids``)."""
         rows = [{"frame_id": f"{rec.video_id}:{i:06d}", "video_id": rec.video_id, "frame_index": i,
                  "time": float(t), "thumbnail": rec.frames.thumbnails[i],
-                 "vector": rec.frames.vectors[i].astype(np.float32).tolist()}
+                 "vector": rec.frames.vectors[i]}
                 for rec in records if rec.frames is not None for i, t in enumerate(rec.frames.times)]
         table = self.frames_table(suffix, dim if rows else None)
         if table is None:
@@ -292,7 +343,7 @@ class VideoStore:
         condition = sql_in("video_id", [r.video_id for r in records] + replaced_ids)
         (table.merge_insert("frame_id").when_matched_update_all().when_not_matched_insert_all()
          .when_not_matched_by_source_delete(condition)
-         .execute(pa.Table.from_pylist(rows, schema=frames_schema(dim))))
+         .execute(to_arrow(rows, frames_schema(dim))))
 
     def frame_rows(self, suffix: str, video_ids: list[str], columns: list[str] | None = None) -> list[dict]:
         """The stored frames of some videos, in time order."""
@@ -331,11 +382,10 @@ class VideoStore:
 
     # ---- search ----------------------------------------------------------------------------
     def has_vector_index(self, suffix: str) -> bool:
-        table = self.segments_table(suffix)
-        return table is not None and any("vector" in idx.columns for idx in table.list_indices())
+        return _has_vector_index(self.segments_table(suffix))
 
     def build_vector_index(self, suffix: str) -> str:
-        """IVF_PQ over segment vectors, cosine; sized from the row count. Returns a description."""
+        """The ANN index over segment vectors (see ``VectorIndexConfig``). Returns a description."""
         table = self.segments_table(suffix)
         if table is None:
             raise ValueError("nothing indexed with this model yet")
@@ -343,13 +393,9 @@ class VideoStore:
         if rows < 256:
             return f"not built: {rows} segments are too few to train an index (exact search is used)"
         dim = table.schema.field("vector").type.list_size
-        partitions = max(1, min(4096, int(math.sqrt(rows))))
-        sub_vectors = next(d for d in (dim // 8, dim // 4, dim // 2, dim, 1) if d >= 1 and dim % d == 0)
-        from lancedb.index import IvfPq
-
-        table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=partitions,
-                                                  num_sub_vectors=sub_vectors), replace=True)
-        return f"IVF_PQ index built: {rows} segments, {partitions} partitions, {sub_vectors} sub-vectors"
+        config = self.vector_index.lancedb_config(rows, dim)
+        table.create_index("vector", config=config, replace=True)
+        return f"{self.vector_index.kind.upper()} index built: {rows} segments, {config.num_partitions} partitions"
 
     def optimize(self, suffix: str) -> None:
         """Fold new rows into the ANN index and compact small fragments."""
@@ -367,10 +413,11 @@ class VideoStore:
             query = query.where(where, prefilter=True)
         if exact:
             query = query.bypass_vector_index()
-        elif self.has_vector_index(suffix):
-            # 32 partitions, re-ranked exactly x10; a narrow filter keeps probing partitions until
-            # it has `limit` rows (maximum_nprobes 0), else filtered recall collapses (0.39 measured).
-            query = query.minimum_nprobes(32).maximum_nprobes(0).refine_factor(10)
+        elif _has_vector_index(table):
+            # A narrow filter keeps probing partitions until it has `limit` rows (maximum_nprobes
+            # 0), else filtered recall collapses (0.39 measured).
+            ann = self.vector_index
+            query = query.minimum_nprobes(ann.nprobes).maximum_nprobes(0).refine_factor(ann.refine_factor)
         columns = ["segment_id", "video_id", "path", "segment_index", "start", "end", "n_frames", "starts_scene",
                    "_distance",
                    "model", "tags", "thumbnail"]

@@ -1,4 +1,5 @@
 """vidsift's frame vectors equal open_clip's reference path: PIL image -> preprocess -> encode_image."""
+import io
 import numpy as np
 import open_clip
 import pytest
@@ -31,3 +32,26 @@ def test_frame_vectors_match_open_clip_reference(tmp_path, random_vit, size):
     cosine = (reference * ours.vectors).sum(axis=1)
     assert len(cosine) == 8
     assert cosine.min() >= 0.999, cosine
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash"])
+@pytest.mark.parametrize("height,width", [(360, 640), (241, 321), (320, 240), (720, 1280)])
+def test_frame_squares_are_pixel_identical_to_open_clip_transform(resize_mode, height, width):
+    """The fast path (one PIL resize per frame + a numpy crop, thumbnails from the same image)
+    gives exactly the pixels of open_clip's transform before ToTensor/Normalize."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    from pipeline.frames import FrameTransform
+
+    cfg = {"size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic",
+           "resize_mode": resize_mode}
+    reference = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
+    geometric = [t for t in reference.transforms if type(t).__name__ in ("Resize", "CenterCrop")]
+    frames = np.random.default_rng(height).integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    squares, thumbnails = FrameTransform.from_preprocess_cfg(cfg).squares_and_thumbnails(frames, 108)
+    for frame, square in zip(frames, squares):
+        image = Image.fromarray(frame)
+        for step in geometric:
+            image = step(image)
+        np.testing.assert_array_equal(square, np.asarray(image))
+    assert [Image.open(io.BytesIO(t)).height for t in thumbnails] == [108] * 3

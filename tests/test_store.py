@@ -119,10 +119,13 @@ def test_search_per_video_and_filters(tmp_path, random_vit, small_archive):
     assert [h.segment_index for h in exact] == [h.segment_index for h in hits[:3]]
 
 
-def test_ann_index_is_built_and_searched(tmp_path):
-    """Plumbing of `--build-index`: an IVF_PQ index over the segments, used unless --exact."""
+@pytest.mark.parametrize("kind", ["ivf_sq", "ivf_pq"])
+def test_ann_index_is_built_and_searched(tmp_path, kind):
+    """Plumbing of `--build-index`: an ANN index over the segments (IVF_SQ by default), used unless --exact."""
+    from pipeline.store import VectorIndexConfig
+
     rng = np.random.default_rng(0)
-    store = VideoStore(str(tmp_path / "db"))
+    store = VideoStore(str(tmp_path / "db"), vector_index=VectorIndexConfig(kind=kind))
     centres = rng.normal(size=(20, 64)).astype(np.float32)
     vectors = centres[rng.integers(0, 20, 600)] + 0.1 * rng.normal(size=(600, 64)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -131,7 +134,7 @@ def test_ann_index_is_built_and_searched(tmp_path):
              "thumbnail": b"", "vector": v.tolist()} for i, v in enumerate(vectors)]
     store.replace_segments("t", 64, rows, "false")
     assert not store.has_vector_index("t")
-    assert "IVF_PQ index built: 600 segments" in store.build_vector_index("t")
+    assert f"{kind.upper()} index built: 600 segments" in store.build_vector_index("t")
     assert store.has_vector_index("t")
     query = vectors[17]
     ann = search_vector(store, "t", query, k=5)
@@ -139,3 +142,18 @@ def test_ann_index_is_built_and_searched(tmp_path):
     assert exact[0].video_id == "v17" and ann[0].video_id == "v17"
     assert len(ann) == 5
     assert len({h.video_id for h in ann} & {h.video_id for h in exact}) >= 4
+
+
+def test_fast_arrow_conversion_equals_the_row_by_row_reference():
+    """Writes build the vector column from one numpy block; the rows must be exactly those
+    ``pyarrow.Table.from_pylist`` makes from plain lists (the reference path)."""
+    import pyarrow as pa
+
+    from pipeline.store import frames_schema, to_arrow
+
+    rng = np.random.default_rng(0)
+    rows = [{"frame_id": f"v:{i}", "video_id": "v", "frame_index": i, "time": i * 0.5, "thumbnail": b"jpg",
+             "vector": rng.normal(size=8).astype(np.float32)} for i in range(5)]
+    reference = pa.Table.from_pylist([{**r, "vector": r["vector"].tolist()} for r in rows], schema=frames_schema(8))
+    assert to_arrow(rows, frames_schema(8)).equals(reference)
+    assert to_arrow([], frames_schema(8)).equals(pa.Table.from_pylist([], schema=frames_schema(8)))

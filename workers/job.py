@@ -177,15 +177,18 @@ def _init_ray(cluster: ClusterConfig):
 
 
 def _embed_resources(ray, cluster: ClusterConfig) -> dict:
-    """One actor per GPU when the cluster has GPUs; else one CPU actor with half the CPUs, leaving
-    the rest to decoding (actors that take every CPU starve the decode tasks, see field notes)."""
+    """One actor per GPU when the cluster has GPUs. Without GPUs, one actor whose torch threads
+    span every CPU but which reserves none: decode tasks keep every CPU slot (an actor holding CPUs
+    starves them, see field notes), and the OS shares the cores between decoding and encoding as
+    their costs dictate, so the heavier stage, whichever it is, gets the whole machine when the
+    other one idles (``bench/throughput.py`` measured the alternatives)."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     cpus = int(resources.get("CPU", 1))
     if gpus:
         return {"concurrency": cluster.embed_actors or gpus, "num_gpus": 1, "num_cpus": 1, "threads": 1}
-    threads = max(1, cpus // 2)
-    return {"concurrency": cluster.embed_actors or 1, "num_gpus": 0, "num_cpus": threads, "threads": threads}
+    actors = cluster.embed_actors or 1
+    return {"concurrency": actors, "num_gpus": 0, "num_cpus": 0, "threads": max(1, cpus // actors)}
 
 
 def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: IndexConfig,
@@ -195,7 +198,6 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
     """Index ``paths`` into ``store`` with ``spec``; resumable (done videos are skipped)."""
     from tqdm import tqdm
 
-    started = time.monotonic()
     report = JobReport()
     suffix = spec.table_suffix
     writer = RecordWriter(store, spec.key, suffix, report)
@@ -226,7 +228,8 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 done = assembler.feed(batch)
-                elapsed = max(time.monotonic() - started, 1e-6)
+                report.mark_startup(assembler.frames)
+                elapsed = max(time.monotonic() - report.started, 1e-6)
                 bar.set_postfix(frames=assembler.frames, fps=f"{assembler.frames / elapsed:.1f}")
                 bar.update(done)
             assembler.abandon_unfinished()  # the stream ended: a video still open lost its decoder
@@ -241,5 +244,5 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
     elif table is not None and store.has_vector_index(suffix) and report.indexed:
         store.optimize(suffix)
         report.ann_index = "updated"
-    report.seconds = time.monotonic() - started
+    report.seconds = time.monotonic() - report.started
     return report

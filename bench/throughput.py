@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""End-to-end `vidsift index` throughput against (a) the machine's limit for the same frames and
+(b) a naive baseline, side by side in one run, per model.
+
+- **e2e**: `vidsift index ARCHIVE` (the real CLI, local Ray) on a rendered archive. Reported as
+  wall time and as the steady rate the job reports once its first video is done (`steady_fps`:
+  frames per second without the fixed start-up of Ray and the model, which a long job amortises).
+- **decode-only**: the job's own decode stage (`pipeline.decode.decode_video`: open, sparse
+  decode of the 1 frame/s plan, resize + crop, thumbnails) over the same videos, one process per
+  core, nothing else running.
+- **encode-only**: the encoder alone on as many model-ready frames, every core, batch 64.
+- **limit** = min(decode-only, encode-only): what a perfect pipeline could reach if each stage
+  had the whole machine while the other cost nothing.
+- **naive**: one process, decord reads every frame, keeps one per second, open_clip's PIL
+  transform, one frame per encoder call (the loop people write first).
+
+Rates are sampled frames per second and video-seconds per second.
+
+    .venv/bin/python bench/throughput.py --out bench/results/throughput.json
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ARCHIVES, MODELS, print_table, rendered_archive, run_vidsift, video_seconds, write_json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _decode_one(job: tuple[str, dict]) -> int:
+    from pipeline.config import IndexConfig
+    from pipeline.decode import decode_video
+    from pipeline.frames import FrameTransform
+
+    path, preprocess_cfg = job
+    _, chunks = decode_video(path, FrameTransform.from_preprocess_cfg(preprocess_cfg), IndexConfig())
+    return sum(len(chunk.times) for chunk in chunks)
+
+
+def _warm_worker_task(_) -> None:
+    return None
+
+
+def _warm_worker() -> None:
+    import decord  # noqa: F401
+    import torch
+
+    torch.set_num_threads(1)  # as in a Ray task with one CPU
+
+
+def decode_only(paths: list[str], preprocess_cfg: dict) -> tuple[int, float]:
+    """(frames, seconds) of the decode stage alone, one process per core, largest files first."""
+    jobs = [(p, preprocess_cfg) for p in sorted(paths, key=os.path.getsize, reverse=True)]
+    with mp.get_context("spawn").Pool(os.cpu_count(), initializer=_warm_worker) as pool:
+        pool.map(_warm_worker_task, range(os.cpu_count()))  # processes up and imported before timing
+        started = time.perf_counter()
+        frames = sum(pool.imap_unordered(_decode_one, jobs))
+        return frames, time.perf_counter() - started
+
+
+def encode_only(encoder, frames: int, budget_s: float = 20.0) -> float:
+    """Frames per second of the encoder alone (every core, batch 64) on ``frames`` frames, or as
+    many as fit in ``budget_s``."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    height, width = encoder.image_size
+    batch = np.random.default_rng(0).integers(0, 256, (64, height, width, 3), dtype=np.uint8)
+    encoder.encode_pixels(batch[:8])
+    done, started = 0, time.perf_counter()
+    while done < frames and time.perf_counter() - started < budget_s:
+        encoder.encode_pixels(batch[:min(64, frames - done)])
+        done += min(64, frames - done)
+    return done / (time.perf_counter() - started)
+
+
+def naive(paths: list[str], model: str, pretrained: str, budget_s: float) -> tuple[int, float, float]:
+    """(frames, seconds, video seconds) of the naive loop over ``paths`` (stops after ``budget_s``)."""
+    import decord
+    import torch
+    from PIL import Image
+
+    from models.loading import load_model
+    from models.spec import resolve_spec
+
+    torch.set_num_threads(os.cpu_count())
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    loaded = load_model(resolve_spec(model, pretrained))
+    preprocess = image_transform_v2(PreprocessCfg(**loaded.preprocess_cfg), is_train=False)  # open_clip's own
+    frames = 0
+    covered = 0.0
+    started = time.perf_counter()
+    for path in paths:
+        reader = decord.VideoReader(path)
+        stamps = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+        next_t = 0.0
+        for i in range(len(reader)):
+            frame = reader.next().asnumpy()
+            if stamps[i] + 1e-6 >= next_t:
+                with torch.inference_mode():
+                    loaded.model.encode_image(preprocess(Image.fromarray(frame))[None], normalize=True)
+                frames += 1
+                next_t += 1.0
+        covered += float(reader.get_frame_timestamp(len(reader) - 1)[1])
+        if time.perf_counter() - started > budget_s:
+            break
+    return frames, time.perf_counter() - started, covered
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "vidsift-bench"))
+    parser.add_argument("--archive", default="640x360", choices=list(ARCHIVES))
+    parser.add_argument("--models", nargs="+", default=[m for m, _ in MODELS])
+    parser.add_argument("--naive-budget", type=float, default=90.0, help="seconds the naive loop may run")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+
+    from models.encoder import ClipEncoder
+    from models.spec import resolve_spec
+
+    paths = rendered_archive(Path(args.workdir) / args.archive, **ARCHIVES[args.archive])
+    seconds_of_video = video_seconds(paths)
+    rows = []
+    for model, pretrained in MODELS:
+        if model not in args.models:
+            continue
+        encoder = ClipEncoder.from_spec(resolve_spec(model, pretrained))
+        frames, decode_s = decode_only(paths, encoder.preprocess_cfg)
+        decode_fps = frames / decode_s
+        encode_fps = encode_only(encoder, frames)
+        with tempfile.TemporaryDirectory() as tmp:
+            run = run_vidsift(["index", str(Path(args.workdir) / args.archive / "videos"), "--db", f"{tmp}/db",
+                               "--model", model, "--pretrained", pretrained, "--json", "--quiet"])
+        report = run["report"]
+        assert report["frames"] == frames, (report["frames"], frames)
+        naive_frames, naive_s, naive_video_s = naive(paths, model, pretrained, args.naive_budget)
+        limit = min(decode_fps, encode_fps)
+        steady = report["steady_fps"]
+        e2e_wall_fps = frames / run["seconds"]
+        rows.append({
+            "model": model, "frames": frames, "video_s": round(seconds_of_video, 1),
+            "decode_only_fps": round(decode_fps, 1), "encode_only_fps": round(encode_fps, 1),
+            "limit_fps": round(limit, 1),
+            "e2e_wall_s": round(run["seconds"], 1), "e2e_wall_fps": round(e2e_wall_fps, 1),
+            "e2e_startup_s": report["startup_seconds"], "e2e_steady_fps": steady,
+            "e2e_video_s_per_s": round(steady * seconds_of_video / frames, 1),
+            "naive_fps": round(naive_frames / naive_s, 2), "naive_frames": naive_frames,
+            "naive_video_s_per_s": round(naive_video_s / naive_s, 2),
+            "steady_vs_limit": round(steady / limit, 2), "wall_vs_limit": round(e2e_wall_fps / limit, 2),
+            "steady_vs_naive": round(steady / (naive_frames / naive_s), 2),
+            "wall_vs_naive": round(e2e_wall_fps / (naive_frames / naive_s), 2),
+        })
+        print(rows[-1], flush=True)
+    print(f"\n{len(paths)} videos, {seconds_of_video:.0f} s of {args.archive} video, 1 frame/s; rates in frames/s\n")
+    print_table(rows, ["model", "frames", "decode_only_fps", "encode_only_fps", "limit_fps", "e2e_startup_s",
+                       "e2e_steady_fps", "e2e_wall_fps", "naive_fps", "steady_vs_limit", "wall_vs_limit",
+                       "steady_vs_naive", "wall_vs_naive"])
+    write_json(args.out, {"archive": args.archive, "videos": len(paths), "video_seconds": seconds_of_video,
+                          "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
