@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for local Ray (default: all)")
     p.add_argument("--embed-workers", type=int, default=None, help="embedding actors (default: one per GPU, else 1)")
+    p.add_argument("--embed-threads", type=int, default=None,
+                   help="torch threads of each CPU embedding actor (default: the CPUs divided by the actors)")
     p.add_argument("--batch-size", type=int, default=64, help="frames per encoder batch (default 64)")
     p.add_argument("--build-index", action="store_true", help="build the ANN index after indexing")
     p.add_argument("--no-ray", action="store_true", help="run in this process without Ray (small jobs)")
@@ -213,8 +215,10 @@ def cmd_index(args) -> int:
 
         if args.batch_size < 1 or args.batch_size > 4096:
             raise ValueError(f"--batch-size must be between 1 and 4096, got {args.batch_size}")
+        if args.embed_threads is not None and not 1 <= args.embed_threads <= 1024:
+            raise ValueError(f"--embed-threads must be between 1 and 1024, got {args.embed_threads}")
         cluster = ClusterConfig(address=args.address, num_cpus=args.num_cpus, embed_actors=args.embed_workers,
-                                batch_size=args.batch_size)
+                                embed_threads=args.embed_threads, batch_size=args.batch_size)
         report = run_index_job(store, spec, paths, config, cluster, build_index=args.build_index,
                                progress=not (args.quiet or args.json))
     lines = [f"{report.indexed} indexed, {report.skipped} already indexed, {len(report.failures)} failed "

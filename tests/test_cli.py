@@ -114,6 +114,7 @@ def indexed_clip(tmp_path_factory):
     (["index", "/nonexistent/folder", *RANDOM], 2, "/nonexistent/folder"),
     (["index", "FOLDER", *RANDOM, "--fps", "-3"], 2, "--fps"),
     (["index", "FOLDER", *RANDOM, "--window", "0"], 2, "--window"),
+    (["index", "FOLDER", *RANDOM, "--embed-threads", "0"], 2, "--embed-threads"),
 ])
 def test_bad_arguments_get_one_clear_line(indexed_clip, args, code, needle):
     clip, db = indexed_clip

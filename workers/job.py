@@ -32,6 +32,7 @@ from pipeline.sources import VideoFile
 from pipeline.store import ANN_AUTO_THRESHOLD, VideoStore
 
 KIND_FRAME, KIND_END, KIND_ERROR = 0, 1, 2
+BLOCK_BYTES = 2 * 2**20
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ClusterConfig:
     address: str | None = None
     num_cpus: int | None = None      # local Ray only: CPUs to use (default: all)
     embed_actors: int | None = None  # default: one per GPU, else one
+    embed_threads: int | None = None  # torch threads per CPU actor (default: the CPUs / actors)
     batch_size: int = 64             # frames per encoder call; batches span videos
 
 
@@ -188,7 +190,8 @@ def _embed_resources(ray, cluster: ClusterConfig) -> dict:
     if gpus:
         return {"concurrency": cluster.embed_actors or gpus, "num_gpus": 1, "num_cpus": 1, "threads": 1}
     actors = cluster.embed_actors or 1
-    return {"concurrency": actors, "num_gpus": 0, "num_cpus": 0, "threads": max(1, cpus // actors)}
+    threads = cluster.embed_threads or max(1, cpus // actors)
+    return {"concurrency": actors, "num_gpus": 0, "num_cpus": 0, "threads": threads}
 
 
 def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: IndexConfig,
@@ -213,6 +216,10 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.max_errored_blocks = -1  # crashed decode tasks are recorded by the driver instead
+        # Small blocks, so a long video's frames stream to the encoder as they are decoded instead
+        # of piling up in the decode worker until the default 128 MiB block is full (a 60-minute
+        # video was one block: nothing reached the encoder for 82 s; bench/memory.py).
+        ctx.target_max_block_size = BLOCK_BYTES
         res = _embed_resources(ray, cluster)
         items = [{"video": json.dumps(asdict(v))} for v in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))

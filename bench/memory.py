@@ -1,0 +1,229 @@
+#!/usr/bin/env python
+"""Peak memory while indexing a 1-minute and a 60-minute video: memory must not grow with length.
+
+Target: peak RSS for the 60-minute video <= 1.2 x that for the 1-minute video.
+
+    .venv/bin/python bench/memory.py --out /tmp/vidsift-bench/memory.json
+
+Both videos are 320x240, 25 fps, MP4/H.264, made of consecutive random shapes-world scenes. A
+VideoSpec holds at most 4 scenes, so the videos are rendered here by a streaming renderer that
+draws and encodes one frame at a time (never the whole video in memory), and cached in --workdir
+(a file is reused when it has the right frame count and size).
+
+Each video is indexed with ``vidsift index VIDEO --db <fresh db> --model shapes-tiny --json
+--quiet`` twice: as the Ray job (default) and with ``--no-ray``. Peak RSS is that of the whole
+process tree, sampled every 0.1 s (bench/common.py). In the Ray mode the tree includes Ray's own
+processes (gcs_server, raylet, dashboard agent, Ray Data's helper actors): they are part of what a
+user's machine pays, so they are counted. They cost the same ~2 GB for both lengths, which dilutes
+the Ray-mode ratio: read the per-process table too. Pages of Ray's shared object store are counted
+in every process that maps them (RSS overstates a little in Ray mode).
+
+Alongside the total, a second sampler keeps each process's own peak (RSS, anonymous and shared
+parts) and the tree total over time, so a ratio above 1.2 says which process grows and when.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pipeline.synth as synth  # noqa: E402  (before anything loads decord: see pipeline/synth.py)
+from bench.common import print_table, run_vidsift, write_json  # noqa: E402
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+
+WIDTH, HEIGHT, FPS = 320, 240, 25
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+def _scenes(rng: np.random.Generator):
+    """An endless stream of (VideoSpec, SceneSpec): random videos' scenes, one after another.
+    Each scene is drawn with its own video's background and noise (as a hard cut would show)."""
+    while True:
+        spec = synth.random_video_spec(rng, formats=("mp4",), sizes=[(WIDTH, HEIGHT)], fps_choices=[FPS])
+        for scene in spec.scenes:
+            yield spec, scene
+
+
+def render_long_video(path: Path, minutes: float, seed: int) -> None:
+    """Encode ``minutes`` of consecutive random scenes, frame by frame (memory stays flat)."""
+    n_frames = round(minutes * 60 * FPS)
+    fps = Fraction(FPS)
+    tmp = path.with_suffix(".part.mp4")
+    rng = np.random.default_rng(seed)
+    layout = synth.VideoSpec([synth.SceneSpec("red", "circle", 2.0)], WIDTH, HEIGHT, FPS, "mp4")
+    with av.open(str(tmp), mode="w", format="mp4") as out:
+        stream = synth._open_stream(out, layout, fps, threads=1)
+        i = 0
+        for spec, scene in _scenes(rng):
+            scene_frames = round(scene.duration_s * FPS)
+            for k in range(min(scene_frames, n_frames - i)):
+                frame = av.VideoFrame.from_ndarray(synth.render_frame(spec, scene, k / FPS, rng), format="rgb24")
+                frame.pts, frame.time_base = i, 1 / fps
+                out.mux(stream.encode(frame))
+                i += 1
+            if i >= n_frames:
+                break
+        out.mux(stream.encode(None))
+    os.replace(tmp, path)
+
+
+def frame_count(path: Path) -> int | None:
+    """Frames and size of an existing file, from the container (no decoding); None if unusable."""
+    try:
+        with av.open(str(path)) as container:
+            s = container.streams.video[0]
+            return s.frames if (s.width, s.height) == (WIDTH, HEIGHT) else None
+    except (av.error.FFmpegError, IndexError, OSError):
+        return None
+
+
+def cached_video(workdir: Path, minutes: float, seed: int) -> Path:
+    path = workdir / f"long-{minutes:g}min-{WIDTH}x{HEIGHT}-{FPS}fps-seed{seed}.mp4"
+    if frame_count(path) != round(minutes * 60 * FPS):
+        started = time.perf_counter()
+        print(f"rendering {path} ...", flush=True)
+        render_long_video(path, minutes, seed)
+        print(f"  {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+# --- per-process memory ----------------------------------------------------------------------
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, short command) of every process."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            out[int(entry)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd.strip()[:80])
+    return out
+
+
+def _short(cmd: str) -> str:
+    """A readable process name: Ray's own title, or vidsift for the CLI process."""
+    if cmd.startswith("ray::"):
+        return cmd[5:].replace(".submit", "")[:45]
+    return "vidsift (driver)" if "app.cli" in cmd else Path(cmd.split(" ")[0]).name
+
+
+def _status_kib(pid: int) -> dict[str, int]:
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return fields
+
+
+class ProcessPeaks(threading.Thread):
+    """Samples every descendant of this process (so the vidsift subprocess and, in Ray mode, all of
+    Ray's processes): each one's peak RSS with its parts, and the tree total over time."""
+
+    def __init__(self, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.interval, self.stop = interval, threading.Event()
+        self.peaks: dict[int, dict] = {}
+        self.series: list[tuple[float, float]] = []
+
+    def run(self):
+        me, started = os.getpid(), time.perf_counter()
+        while not self.stop.is_set():
+            procs = _processes()
+            children: dict[int, list[int]] = {}
+            for pid, (ppid, _) in procs.items():
+                children.setdefault(ppid, []).append(pid)
+            stack, total = list(children.get(me, [])), 0
+            while stack:
+                pid = stack.pop()
+                stack += children.get(pid, [])
+                kib = _status_kib(pid)
+                total += kib.get("VmRSS", 0)
+                if kib.get("VmRSS", 0) > self.peaks.get(pid, {}).get("VmRSS", -1):
+                    self.peaks[pid] = {**kib, "cmd": procs[pid][1]}
+            self.series.append((round(time.perf_counter() - started, 1), round(total / 1024, 1)))
+            self.stop.wait(self.interval)
+
+    def top(self, n: int = 6) -> list[dict]:
+        rows = sorted(self.peaks.items(), key=lambda kv: -kv[1]["VmRSS"])[:n]
+        return [{"pid": pid, "process": _short(p["cmd"]), "cmd": p["cmd"],
+                 **{k: round(p.get(k, 0) / 1024, 1) for k in
+                                                   ("VmRSS", "RssAnon", "RssFile", "RssShmem")}}
+                for pid, p in rows]
+
+    def thinned(self, points: int = 40) -> list[tuple[float, float]]:
+        step = max(1, len(self.series) // points)
+        return self.series[::step] + self.series[-1:]
+
+
+def index_once(video: Path, mode: str, workdir: Path) -> dict:
+    db = Path(tempfile.mkdtemp(prefix="memory-db-", dir=workdir)) / "db.lance"
+    args = ["index", str(video), "--db", str(db), "--model", "shapes-tiny", "--json", "--quiet"]
+    sampler = ProcessPeaks()
+    sampler.start()
+    try:
+        result = run_vidsift(args + (["--no-ray"] if mode == "no-ray" else []), measure_rss=True)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        shutil.rmtree(db.parent, ignore_errors=True)
+    return {**result, "processes": sampler.top(), "rss_over_time": sampler.thinned()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", default="/tmp/vidsift-bench")
+    parser.add_argument("--minutes", type=float, nargs=2, default=[1, 60], metavar=("SHORT", "LONG"))
+    parser.add_argument("--modes", nargs="+", default=["ray", "no-ray"], choices=["ray", "no-ray"])
+    parser.add_argument("--seed", type=int, default=60)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    videos = {m: cached_video(workdir, m, args.seed) for m in args.minutes}
+
+    rows, runs = [], []
+    for mode in args.modes:
+        peaks = {}
+        for minutes, video in videos.items():
+            print(f"indexing {video.name} ({mode}) ...", flush=True)
+            r = index_once(video, mode, workdir)
+            peaks[minutes] = r["peak_rss_mib"]
+            runs.append({"mode": mode, "minutes": minutes, "video": str(video), **r})
+            rows.append({"mode": mode, "video min": minutes, "frames": r["report"].get("frames"),
+                         "indexed": r["report"].get("indexed"), "seconds": round(r["seconds"], 1),
+                         "peak RSS MiB": r["peak_rss_mib"], "top process": r["processes"][0]["process"],
+                         "its RSS MiB": r["processes"][0]["VmRSS"]})
+        short, long = args.minutes
+        rows.append({"mode": mode, "video min": f"{long:g}/{short:g}",
+                     "peak RSS MiB": round(peaks[long] / peaks[short], 3)})
+    print()
+    print_table(rows, ["mode", "video min", "frames", "indexed", "seconds", "peak RSS MiB", "top process",
+                       "its RSS MiB"])
+    for run in runs:
+        print(f"\n{run['mode']}, {run['minutes']:g} min: largest processes at their peaks (MiB)")
+        print_table(run["processes"], ["pid", "VmRSS", "RssAnon", "RssFile", "RssShmem", "process"])
+    ratios = {r["mode"]: r["peak RSS MiB"] for r in rows if "/" in str(r["video min"])}
+    print("\nratio of peaks long/short (target <= 1.2):", ratios)
+    write_json(args.out, {"target": "peak RSS 60-min <= 1.2 x 1-min", "ratios": ratios, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
