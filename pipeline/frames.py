@@ -64,6 +64,8 @@ class FrameTransform:
 
     def resize(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (N,H,W,3) -> uint8 (N,h,w,3)."""
+        if len(frames) == 0:
+            return np.zeros((0, *self.resized_shape(*frames.shape[1:3]), 3), np.uint8)
         return np.stack([np.asarray(self.resize_image(Image.fromarray(frame))) for frame in frames])
 
     def crop(self, frames: np.ndarray) -> np.ndarray:
@@ -88,6 +90,8 @@ class FrameTransform:
         """Model squares and JPEG thumbnails from one PIL image per frame. The thumbnail is cut
         from the resized frame when that keeps the picture's shape and is big enough (cheaper than
         scaling the full frame again), else from the full frame."""
+        if len(frames) == 0:
+            return self(frames)[0], []
         resized, thumbnails = [], []
         for frame in frames:
             image = Image.fromarray(frame)

@@ -55,3 +55,10 @@ def test_frame_squares_are_pixel_identical_to_open_clip_transform(resize_mode, h
             image = step(image)
         np.testing.assert_array_equal(square, np.asarray(image))
     assert [Image.open(io.BytesIO(t)).height for t in thumbnails] == [108] * 3
+
+
+def test_an_empty_batch_of_frames_gives_empty_squares():
+    from pipeline.frames import FrameTransform
+
+    squares, thumbnails = FrameTransform(size=(224, 224)).squares_and_thumbnails(np.zeros((0, 360, 640, 3), np.uint8), 108)
+    assert squares.shape == (0, 224, 224, 3) and thumbnails == []
