@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,55 +66,105 @@ def video_seconds(paths: list[str]) -> float:
     return sum(probe(open_video(p), p)[0].duration for p in paths)
 
 
-def _tree_rss_bytes(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants (Ray workers included), from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process, from /proc."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
         except OSError:
             continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
+        table[int(entry)] = (ppid, cmd)
+    return table
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    """Resident memory of one process and its anonymous / file / shared parts (KiB)."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in MEMORY_FIELDS:
+                    fields[key] = int(value.split()[0])
+    except OSError:
+        pass
+    return fields
+
+
+def _process_name(cmd: str) -> str:
+    """A readable process name: Ray's own title, or vidsift for the CLI process."""
+    if cmd.startswith("ray::"):
+        return cmd[5:].replace(".submit", "")[:45]
+    return "vidsift (driver)" if "app.cli" in cmd else Path(cmd.split(" ")[0]).name
 
 
 @dataclass
 class PeakRss:
-    """Samples a process tree's total RSS in a thread; ``peak`` is the highest sum seen."""
+    """Samples a process tree (the process and all its descendants, Ray workers included) in a
+    thread: ``peak`` is the highest total RSS seen, ``processes`` each process's own peak with its
+    parts, ``series`` the total over time."""
 
     pid: int
     interval: float = 0.1
     peak: int = 0
+    processes: dict = field(default_factory=dict)
+    series: list = field(default_factory=list)
 
     def __enter__(self):
         self._stop = threading.Event()
+        self._started = time.perf_counter()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(self.pid))
+            self._sample()
             self._stop.wait(self.interval)
+
+    def _sample(self):
+        table = _process_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        total, stack = 0, [self.pid]
+        while stack:
+            pid = stack.pop()
+            stack.extend(children.get(pid, []))
+            memory = _memory_kib(pid)
+            total += memory.get("VmRSS", 0) * 1024
+            if memory.get("VmRSS", 0) > self.processes.get(pid, {}).get("VmRSS", -1):
+                self.processes[pid] = {**memory, "cmd": table.get(pid, (0, ""))[1]}
+        self.peak = max(self.peak, total)
+        self.series.append((round(time.perf_counter() - self._started, 1), round(total / 2**20, 1)))
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
 
+    def top(self, n: int = 6) -> list[dict]:
+        """The ``n`` largest processes at their own peaks, in MiB."""
+        rows = sorted(self.processes.items(), key=lambda kv: -kv[1]["VmRSS"])[:n]
+        return [{"pid": pid, "process": _process_name(p["cmd"]), "cmd": p["cmd"],
+                 **{k: round(p.get(k, 0) / 1024, 1) for k in MEMORY_FIELDS}} for pid, p in rows]
+
+    def thinned(self, points: int = 40) -> list[tuple[float, float]]:
+        step = max(1, len(self.series) // points)
+        return self.series[::step] + self.series[-1:]
+
 
 def run_vidsift(args: list[str], *, measure_rss: bool = False, env: dict | None = None) -> dict:
-    """Run ``vidsift ARGS`` as a user would; wall time, exit status, JSON output, peak tree RSS."""
+    """Run ``vidsift ARGS`` as a user would; wall time, exit status, JSON output and, with
+    ``measure_rss``, the tree's peak RSS, its largest processes and the total over time."""
     started = time.perf_counter()
     proc = subprocess.Popen(VIDSIFT + args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
@@ -131,8 +181,9 @@ def run_vidsift(args: list[str], *, measure_rss: bool = False, env: dict | None 
         report = json.loads(out)
     except json.JSONDecodeError:
         report = {"stdout": out[-2000:]}
-    return {"seconds": seconds, "exit_status": proc.returncode, "report": report,
-            "peak_rss_mib": round(sampler.peak / 2**20, 1) if sampler else None}
+    memory = {"peak_rss_mib": round(sampler.peak / 2**20, 1), "processes": sampler.top(),
+              "rss_over_time": sampler.thinned()} if sampler else {"peak_rss_mib": None}
+    return {"seconds": seconds, "exit_status": proc.returncode, "report": report, **memory}
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

@@ -18,7 +18,7 @@ user's machine pays, so they are counted. They cost the same ~2 GB for both leng
 the Ray-mode ratio: read the per-process table too. Pages of Ray's shared object store are counted
 in every process that maps them (RSS overstates a little in Ray mode).
 
-Alongside the total, a second sampler keeps each process's own peak (RSS, anonymous and shared
+Alongside the total, the same sampler (bench/common.py) keeps each process's own peak (RSS, anonymous and shared
 parts) and the tree total over time, so a ratio above 1.2 says which process grows and when.
 """
 from __future__ import annotations
@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -98,93 +97,13 @@ def cached_video(workdir: Path, minutes: float, seed: int) -> Path:
     return path
 
 
-# --- per-process memory ----------------------------------------------------------------------
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (ppid, short command) of every process."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            out[int(entry)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd.strip()[:80])
-    return out
-
-
-def _short(cmd: str) -> str:
-    """A readable process name: Ray's own title, or vidsift for the CLI process."""
-    if cmd.startswith("ray::"):
-        return cmd[5:].replace(".submit", "")[:45]
-    return "vidsift (driver)" if "app.cli" in cmd else Path(cmd.split(" ")[0]).name
-
-
-def _status_kib(pid: int) -> dict[str, int]:
-    fields = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                fields[key] = int(value.split()[0])
-    except OSError:
-        pass
-    return fields
-
-
-class ProcessPeaks(threading.Thread):
-    """Samples every descendant of this process (so the vidsift subprocess and, in Ray mode, all of
-    Ray's processes): each one's peak RSS with its parts, and the tree total over time."""
-
-    def __init__(self, interval: float = 0.25):
-        super().__init__(daemon=True)
-        self.interval, self.stop = interval, threading.Event()
-        self.peaks: dict[int, dict] = {}
-        self.series: list[tuple[float, float]] = []
-
-    def run(self):
-        me, started = os.getpid(), time.perf_counter()
-        while not self.stop.is_set():
-            procs = _processes()
-            children: dict[int, list[int]] = {}
-            for pid, (ppid, _) in procs.items():
-                children.setdefault(ppid, []).append(pid)
-            stack, total = list(children.get(me, [])), 0
-            while stack:
-                pid = stack.pop()
-                stack += children.get(pid, [])
-                kib = _status_kib(pid)
-                total += kib.get("VmRSS", 0)
-                if kib.get("VmRSS", 0) > self.peaks.get(pid, {}).get("VmRSS", -1):
-                    self.peaks[pid] = {**kib, "cmd": procs[pid][1]}
-            self.series.append((round(time.perf_counter() - started, 1), round(total / 1024, 1)))
-            self.stop.wait(self.interval)
-
-    def top(self, n: int = 6) -> list[dict]:
-        rows = sorted(self.peaks.items(), key=lambda kv: -kv[1]["VmRSS"])[:n]
-        return [{"pid": pid, "process": _short(p["cmd"]), "cmd": p["cmd"],
-                 **{k: round(p.get(k, 0) / 1024, 1) for k in
-                                                   ("VmRSS", "RssAnon", "RssFile", "RssShmem")}}
-                for pid, p in rows]
-
-    def thinned(self, points: int = 40) -> list[tuple[float, float]]:
-        step = max(1, len(self.series) // points)
-        return self.series[::step] + self.series[-1:]
-
-
 def index_once(video: Path, mode: str, workdir: Path) -> dict:
     db = Path(tempfile.mkdtemp(prefix="memory-db-", dir=workdir)) / "db.lance"
     args = ["index", str(video), "--db", str(db), "--model", "shapes-tiny", "--json", "--quiet"]
-    sampler = ProcessPeaks()
-    sampler.start()
     try:
-        result = run_vidsift(args + (["--no-ray"] if mode == "no-ray" else []), measure_rss=True)
+        return run_vidsift(args + (["--no-ray"] if mode == "no-ray" else []), measure_rss=True)
     finally:
-        sampler.stop.set()
-        sampler.join()
         shutil.rmtree(db.parent, ignore_errors=True)
-    return {**result, "processes": sampler.top(), "rss_over_time": sampler.thinned()}
 
 
 def main() -> None:
