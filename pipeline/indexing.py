@@ -142,7 +142,9 @@ class JobReport:
 
 def plan_work(writer: "RecordWriter", paths: Iterable[str]) -> list[VideoFile]:
     """Identify every file; drop those already indexed with this model (same content) and repeats.
-    Unreadable files become failures here (through the writer), before any decoding."""
+    Unreadable files become failures here (through the writer), before any decoding. Videos new to
+    the store (neither their content nor their path is stored) are marked for the writer, which
+    appends their rows instead of merging them."""
     store, suffix, report = writer.store, writer.suffix, writer.report
     known = store.indexed_files(suffix)
     done_ids = {row["video_id"] for row in known.values()}
@@ -162,6 +164,10 @@ def plan_work(writer: "RecordWriter", paths: Iterable[str]) -> list[VideoFile]:
         else:
             seen.add(video.video_id)
             todo.append(video)
+    fresh = [v for v in todo if v.video_id not in done_ids and v.path not in known]
+    if fresh:
+        store.delete_unfinished(suffix, [v.video_id for v in fresh], [v.path for v in fresh])
+    writer.new_ids = {v.video_id for v in fresh}
     return todo
 
 
@@ -175,6 +181,7 @@ class RecordWriter:
         self.every_videos, self.every_seconds = every_videos, every_seconds
         self.records: list[VideoRecord] = []
         self.failures: list[Failure] = []
+        self.new_ids: set[str] = set()  # videos known to be absent from the store (plan_work)
         self.last_flush = time.monotonic()
 
     def add(self, record: VideoRecord) -> None:
@@ -195,7 +202,7 @@ class RecordWriter:
             self.flush()
 
     def flush(self) -> None:
-        self.store.write_videos(self.model_key, self.suffix, self.records)
+        self.store.write_videos(self.model_key, self.suffix, self.records, self.new_ids)
         self.store.record_failures(self.model_key, self.failures)
         self.records, self.failures = [], []
         self.last_flush = time.monotonic()

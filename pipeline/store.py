@@ -201,6 +201,30 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def _segment_rows(records: list[VideoRecord], model_key: str) -> list[dict]:
+    return [{
+        "segment_id": f"{rec.video_id}:{i:05d}", "video_id": rec.video_id, "path": rec.path,
+        "segment_index": i, "start": float(seg.start), "end": float(seg.end),
+        "n_frames": int(seg.n_frames), "starts_scene": bool(seg.starts_scene),
+        "model": model_key, "tags": list(rec.tags), "thumbnail": seg.thumbnail, "vector": seg.vector,
+    } for rec in records for i, seg in enumerate(rec.segments)]
+
+
+def _frame_rows(records: list[VideoRecord]) -> list[dict]:
+    return [{"frame_id": f"{rec.video_id}:{i:06d}", "video_id": rec.video_id, "frame_index": i,
+             "time": float(t), "thumbnail": rec.frames.thumbnails[i], "vector": rec.frames.vectors[i]}
+            for rec in records if rec.frames is not None for i, t in enumerate(rec.frames.times)]
+
+
+def _video_rows(records: list[VideoRecord], model_key: str, stamp: dt.datetime) -> list[dict]:
+    return [{
+        "video_id": r.video_id, "path": r.path, "size_bytes": r.size_bytes, "mtime_ns": r.mtime_ns,
+        "duration": r.duration, "fps": r.fps, "width": r.width, "height": r.height,
+        "n_frames": r.n_frames, "n_segments": len(r.segments), "model": model_key,
+        "settings": r.settings, "tags": list(r.tags), "indexed_at": stamp, "vector": r.vector,
+    } for r in records]
+
+
 class VideoStore:
     """Reads and writes one LanceDB database (a folder, or any LanceDB URI such as s3://...)."""
 
@@ -279,72 +303,80 @@ class VideoStore:
         return {r["path"]: r for r in rows}
 
     # ---- writes ----------------------------------------------------------------------------
-    def write_videos(self, model_key: str, suffix: str, records: list[VideoRecord]) -> None:
-        """Store a batch of indexed videos atomically per table.
+    def write_videos(self, model_key: str, suffix: str, records: list[VideoRecord],
+                     new_ids: frozenset[str] | set[str] = frozenset()) -> None:
+        """Store a batch of indexed videos.
 
-        Segments first, then the video rows: a video row is the "done" marker, so a crash between
-        the two commits leaves the video to be redone, never half-visible as done. Rows of an
-        earlier version of the same path (a file changed in place) are replaced in the same commit.
+        Segments and frames first, then the video rows: a video row is the "done" marker, so a
+        crash between the commits leaves the video to be redone, never half-visible as done.
+
+        ``new_ids`` are videos the caller knows are absent (no row has their id or their path; the
+        job learns this when it plans its work, and clears what a crashed run may have left with
+        ``delete_unfinished``). Their rows are appended: a commit whose cost does not grow with the
+        table. The others go through ``merge_insert``, which replaces the rows of the same video
+        and of an earlier version of the same path (a file changed in place) in one commit per
+        table, but joins against, and so scans, the whole table: over a long job every flush got
+        slower (``bench/writes.py``).
         """
         if not records:
             return
         dim = int(records[0].vector.shape[0])
         self.register_model(model_key, suffix, dim)
-        ids = [r.video_id for r in records]
-        paths = [r.path for r in records]
-        stale = f"({sql_in('video_id', ids)} OR {sql_in('path', paths)})"
-        seg_rows = []
-        for rec in records:
-            for i, seg in enumerate(rec.segments):
-                seg_rows.append({
-                    "segment_id": f"{rec.video_id}:{i:05d}", "video_id": rec.video_id, "path": rec.path,
-                    "segment_index": i, "start": float(seg.start), "end": float(seg.end),
-                    "n_frames": int(seg.n_frames), "starts_scene": bool(seg.starts_scene),
-                    "model": model_key, "tags": list(rec.tags),
-                    "thumbnail": seg.thumbnail, "vector": seg.vector,
-                })
-        videos = self.videos_table(suffix)
-        replaced = [] if videos is None else [
-            r["video_id"] for r in videos.search().where(sql_in("path", paths)).select(["video_id"]).limit(None)
-            .to_list()]
-        self._write_frames(suffix, dim, records, replaced)
-        self.replace_segments(suffix, dim, seg_rows, stale)
-        stamp = now_utc()
-        video_rows = [{
-            "video_id": r.video_id, "path": r.path, "size_bytes": r.size_bytes, "mtime_ns": r.mtime_ns,
-            "duration": r.duration, "fps": r.fps, "width": r.width, "height": r.height,
-            "n_frames": r.n_frames, "n_segments": len(r.segments), "model": model_key,
-            "settings": r.settings, "tags": list(r.tags), "indexed_at": stamp,
-            "vector": r.vector,
-        } for r in records]
+        fresh = [r for r in records if r.video_id in new_ids]
+        known = [r for r in records if r.video_id not in new_ids]
+        stale = (f"({sql_in('video_id', [r.video_id for r in known])} OR {sql_in('path', [r.path for r in known])})"
+                 if known else None)
+        replaced = self._ids_at_paths(suffix, [r.path for r in known])
+        frames = self.frames_table(suffix, dim if any(r.frames is not None for r in records) else None)
+        if frames is not None:  # also when this batch keeps no frames: old versions' frames go
+            self._write(frames, "frame_id", frames_schema(dim), _frame_rows(fresh), _frame_rows(known),
+                        sql_in("video_id", [r.video_id for r in known] + replaced) if known else None)
+        segments = self.segments_table(suffix, dim)
+        self._write(segments, "segment_id", segments_schema(dim), _segment_rows(fresh, model_key),
+                    _segment_rows(known, model_key), stale)
         videos = self.videos_table(suffix, dim)
-        (videos.merge_insert("video_id").when_matched_update_all().when_not_matched_insert_all()
-         .when_not_matched_by_source_delete(stale)
-         .execute(to_arrow(video_rows, videos_schema(dim))))
-        self.clear_failures(model_key, paths)
+        stamp = now_utc()
+        self._write(videos, "video_id", videos_schema(dim), _video_rows(fresh, model_key, stamp),
+                    _video_rows(known, model_key, stamp), stale)
+        self.clear_failures(model_key, [r.path for r in records])
+
+    @staticmethod
+    def _write(table, key: str, schema: pa.Schema, appended: list[dict], upserted: list[dict],
+               stale: str | None) -> None:
+        """Append ``appended``; upsert ``upserted`` by ``key``, deleting the rows matching
+        ``stale`` that it does not hold (one commit each)."""
+        if appended:
+            table.add(to_arrow(appended, schema))
+        if stale is not None:
+            (table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
+             .when_not_matched_by_source_delete(stale)
+             .execute(to_arrow(upserted, schema)))
+
+    def _ids_at_paths(self, suffix: str, paths: list[str]) -> list[str]:
+        """Ids of the videos stored at ``paths`` (earlier versions a batch replaces)."""
+        videos = self.videos_table(suffix)
+        if videos is None or not paths:
+            return []
+        return [r["video_id"] for r in
+                videos.search().where(sql_in("path", paths)).select(["video_id"]).limit(None).to_list()]
+
+    def delete_unfinished(self, suffix: str, video_ids: list[str], paths: list[str], chunk: int = 2000) -> None:
+        """Remove the segment and frame rows of videos that have no video row (``video_ids``, or at
+        ``paths``): what a run that crashed between its commits left behind. A job calls it once,
+        for the videos it will append."""
+        for table in (self.segments_table(suffix), self.frames_table(suffix)):
+            if table is None:
+                continue
+            for begin in range(0, len(video_ids), chunk):
+                condition = sql_in("video_id", video_ids[begin:begin + chunk])
+                if "path" in table.schema.names:
+                    condition = f"({condition} OR {sql_in('path', paths[begin:begin + chunk])})"
+                table.delete(condition)
 
     def replace_segments(self, suffix: str, dim: int, seg_rows: list[dict], stale: str) -> None:
         """Upsert segment rows and delete the rows matching ``stale`` that the batch does not hold
         (old versions, or a video segmented into fewer pieces): one commit."""
-        segments = self.segments_table(suffix, dim)
-        (segments.merge_insert("segment_id").when_matched_update_all().when_not_matched_insert_all()
-         .when_not_matched_by_source_delete(stale)
-         .execute(to_arrow(seg_rows, segments_schema(dim))))
-
-    def _write_frames(self, suffix: str, dim: int, records: list[VideoRecord], replaced_ids: list[str]) -> None:
-        """Frames of the batch's videos replace those of the same videos and of the versions they
-        replace (``replaced_ids``)."""
-        rows = [{"frame_id": f"{rec.video_id}:{i:06d}", "video_id": rec.video_id, "frame_index": i,
-                 "time": float(t), "thumbnail": rec.frames.thumbnails[i],
-                 "vector": rec.frames.vectors[i]}
-                for rec in records if rec.frames is not None for i, t in enumerate(rec.frames.times)]
-        table = self.frames_table(suffix, dim if rows else None)
-        if table is None:
-            return
-        condition = sql_in("video_id", [r.video_id for r in records] + replaced_ids)
-        (table.merge_insert("frame_id").when_matched_update_all().when_not_matched_insert_all()
-         .when_not_matched_by_source_delete(condition)
-         .execute(to_arrow(rows, frames_schema(dim))))
+        self._write(self.segments_table(suffix, dim), "segment_id", segments_schema(dim), [], seg_rows, stale)
 
     def frame_rows(self, suffix: str, video_ids: list[str], columns: list[str] | None = None) -> list[dict]:
         """The stored frames of some videos, in time order."""

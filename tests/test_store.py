@@ -157,3 +157,65 @@ def test_fast_arrow_conversion_equals_the_row_by_row_reference():
     reference = pa.Table.from_pylist([{**r, "vector": r["vector"].tolist()} for r in rows], schema=frames_schema(8))
     assert to_arrow(rows, frames_schema(8)).equals(reference)
     assert to_arrow([], frames_schema(8)).equals(pa.Table.from_pylist([], schema=frames_schema(8)))
+
+
+def _record(video_id: str, path: str, n_segments: int, rng, dim: int = 8):
+    from pipeline.store import FrameRows, SegmentRow, VideoRecord
+
+    unit = lambda: (v := rng.normal(size=dim).astype(np.float32)) / np.linalg.norm(v)  # noqa: E731
+    return VideoRecord(
+        video_id=video_id, path=path, size_bytes=1, mtime_ns=1, duration=2.0 * n_segments, fps=25.0,
+        width=160, height=120, n_frames=2 * n_segments, settings="{}", vector=unit(),
+        segments=[SegmentRow(start=2.0 * i, end=2.0 * i + 2, n_frames=2, thumbnail=b"jpg", vector=unit())
+                  for i in range(n_segments)],
+        frames=FrameRows(np.arange(2 * n_segments, dtype=float), np.stack([unit() for _ in range(2 * n_segments)]),
+                         [b"jpg"] * (2 * n_segments)))
+
+
+def _rows(store, suffix):
+    tables = (store.videos_table(suffix), store.segments_table(suffix), store.frames_table(suffix))
+    return [sorted(t.to_arrow().drop_columns(["indexed_at"] if "indexed_at" in t.schema.names else [])
+                   .to_pylist(), key=lambda r: str(list(r.values())[0])) for t in tables]
+
+
+def test_appending_new_videos_stores_what_merging_them_stores(tmp_path):
+    """Videos known to be new are appended (constant cost per flush) instead of merged (a scan of
+    the whole table per flush); the rows must be the same as the reference merge path gives, and a
+    later batch that changes one of them in place still replaces its rows."""
+    batches = [[_record(f"v{b}{i}", f"/a/v{b}{i}.mp4", 1 + i % 3, np.random.default_rng(10 * b + i))
+                for i in range(4)] for b in range(3)]
+    merged, appended = VideoStore(str(tmp_path / "merged")), VideoStore(str(tmp_path / "appended"))
+    for batch in batches:
+        merged.write_videos("m", "t", batch)
+        appended.write_videos("m", "t", batch, new_ids={r.video_id for r in batch})
+    assert _rows(appended, "t") == _rows(merged, "t")
+    assert [len(rows) for rows in _rows(appended, "t")] == [12, 21, 42]
+
+    changed = _record("v1x", "/a/v11.mp4", 1, np.random.default_rng(99))  # same path, new content
+    appended.write_videos("m", "t", [changed], new_ids=set())
+    merged.write_videos("m", "t", [changed])
+    assert _rows(appended, "t") == _rows(merged, "t")
+    videos, segments, frames = _rows(appended, "t")
+    assert "v11" not in {r["video_id"] for r in videos + segments + frames}
+    assert [len(rows) for rows in (videos, segments, frames)] == [12, 20, 40]
+
+
+def test_rows_left_by_a_crashed_run_are_cleared_before_new_videos_are_appended(tmp_path, random_vit, small_archive):
+    """A run that stopped between its segment and video commits leaves segment and frame rows of a
+    video with no video row. The next run redoes that video; its rows must not be doubled."""
+    store = VideoStore(str(tmp_path / "db"))
+    paths = discover([str(small_archive)])
+    index_sequential(store, random_vit, paths, CONFIG)
+    suffix = random_vit.spec.table_suffix
+    reference = _counts(store, random_vit)
+    segments = store.segments_table(suffix)
+    crashed = [r for r in segments.to_arrow().to_pylist() if r["path"] == paths[0]]
+    store.videos_table(suffix).delete(f"path = '{paths[0]}'")  # as if the video commit never happened
+    assert segments.count_rows(f"path = '{paths[0]}'") == len(crashed) > 0
+
+    report = index_sequential(store, random_vit, paths, CONFIG)
+    assert (report.indexed, report.skipped) == (1, 2)
+    assert _counts(store, random_vit) == reference
+    assert len({r["segment_id"] for r in store.segments_table(suffix).to_arrow().to_pylist()}) == reference[1]
+    frames = store.frames_table(suffix).to_arrow().to_pylist()
+    assert len({r["frame_id"] for r in frames}) == len(frames)
