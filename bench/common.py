@@ -60,6 +60,32 @@ def rendered_archive(folder: str | Path, videos: int, seed: int, **synth_options
     return [str(folder / v["path"]) for v in manifest["videos"]]
 
 
+def remuxed_copies(paths: list[str], folder: str | Path, copies: int) -> list[str]:
+    """``copies`` copies of each video, remuxed (no re-encoding) with a different container comment:
+    the same frames and timestamps, so the same decoding and encoding work, but different bytes, so
+    vidsift indexes each (it skips identical files). A long archive at no rendering cost."""
+    import av
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out_paths = []
+    for k in range(copies):
+        for path in paths:
+            target = folder / f"{Path(path).stem}-copy{k:02d}{Path(path).suffix}"
+            out_paths.append(str(target))
+            if target.is_file() and target.stat().st_size > 0:
+                continue
+            with av.open(path) as source, av.open(str(target), "w") as sink:
+                sink.metadata["comment"] = f"vidsift benchmark copy {k}"
+                stream = source.streams.video[0]
+                out_stream = sink.add_stream_from_template(stream)
+                for packet in source.demux(stream):
+                    if packet.dts is not None:
+                        packet.stream = out_stream
+                        sink.mux(packet)
+    return sorted(out_paths)
+
+
 def video_seconds(paths: list[str]) -> float:
     from pipeline.decode import open_video, probe
 

@@ -60,47 +60,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Build the model in eval mode on its device. Downloads (real tags only) happen here, never at import."""
     import open_clip
 
-    register_bundled_configs()
-    if open_clip.get_model_config(spec.name) is None:
-        raise ModelUnavailableError(
-            f"Unknown model {spec.name!r}. Known: shapes-tiny and open_clip's models "
-            f"(`python -c 'import open_clip; print(open_clip.list_models())'`)."
-        )
+    checkpoint, overrides = resolve_weights(spec)
     device = pick_device(spec.device)
     autocast_dtype = pick_autocast(spec.precision, device)
-    overrides = {}
     if spec.is_random:
         torch.manual_seed(0)  # same random weights in every process, so index and search agree
-        checkpoint = None
-    elif not spec.pretrained:
-        model_info = bundled(spec.name)
-        if model_info is None:
-            raise ModelUnavailableError(f"Model {spec.name!r} has no bundled weights; give --pretrained.")
-        if not model_info.weights_path.is_file():
-            raise ModelUnavailableError(
-                f"Bundled weights for {spec.name!r} are missing ({model_info.weights_path}). "
-                "Reinstall vidsift or train them with `vidsift train`."
-            )
-        checkpoint = str(model_info.weights_path)
-        overrides = dict(model_info.preprocess)
-    elif spec.is_local_file:
-        if not os.path.isfile(spec.pretrained):
-            raise ModelUnavailableError(f"Checkpoint {spec.pretrained!r} for model {spec.name!r} does not exist.")
-        checkpoint = spec.pretrained
-        model_info = bundled(spec.name)
-        overrides = dict(model_info.preprocess) if model_info else {}
-    else:
-        checkpoint = _resolve_tag(spec)
-        tag_cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
-        overrides = {
-            "image_mean": tag_cfg.get("mean"),
-            "image_std": tag_cfg.get("std"),
-            "image_interpolation": tag_cfg.get("interpolation"),
-            "image_resize_mode": tag_cfg.get("resize_mode"),
-        }
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        if tag_cfg.get("quick_gelu"):
-            overrides["force_quick_gelu"] = True  # OpenAI weights need QuickGELU (open_clip #771)
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             spec.name, pretrained=checkpoint, device=device, **overrides
@@ -118,6 +82,74 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         autocast_dtype=autocast_dtype,
         spec=spec,
     )
+
+
+def preprocess_config(spec: ModelSpec) -> dict:
+    """The model's image preprocessing (size, resize mode, mean/std), exactly what ``load_model``
+    gives, without reading the weights: open_clip builds the model on torch's ``meta`` device, where
+    nothing is allocated or initialised. The weights are still checked (a missing checkpoint or an
+    unreachable tag fails here, at once). The indexing job's driver needs only this: building
+    ViT-B-32 there cost 1.7 s of CPU at every start-up, the real weights more."""
+    import open_clip
+
+    checkpoint, overrides = resolve_weights(spec)
+    del checkpoint  # checked, not read
+    with torch.device("meta"):
+        model = open_clip.create_model(spec.name, pretrained=None, device="meta", **_create_model_overrides(overrides))
+    return dict(model.visual.preprocess_cfg)
+
+
+def _create_model_overrides(overrides: dict) -> dict:
+    """``create_model_and_transforms``' image_* keywords as ``create_model``'s force_preprocess_cfg."""
+    from open_clip.transform import merge_preprocess_kwargs
+
+    kwargs = dict(overrides)
+    force = merge_preprocess_kwargs({}, mean=kwargs.pop("image_mean", None), std=kwargs.pop("image_std", None),
+                                    interpolation=kwargs.pop("image_interpolation", None),
+                                    resize_mode=kwargs.pop("image_resize_mode", None))
+    return {**kwargs, "force_preprocess_cfg": force}
+
+
+def resolve_weights(spec: ModelSpec) -> tuple[str | None, dict]:
+    """(checkpoint file or None for random weights, open_clip keyword overrides) for ``spec``,
+    failing fast with a clear message when the model or its weights cannot be had."""
+    import open_clip
+
+    register_bundled_configs()
+    if open_clip.get_model_config(spec.name) is None:
+        raise ModelUnavailableError(
+            f"Unknown model {spec.name!r}. Known: shapes-tiny and open_clip's models "
+            f"(`python -c 'import open_clip; print(open_clip.list_models())'`)."
+        )
+    if spec.is_random:
+        return None, {}
+    if not spec.pretrained:
+        model_info = bundled(spec.name)
+        if model_info is None:
+            raise ModelUnavailableError(f"Model {spec.name!r} has no bundled weights; give --pretrained.")
+        if not model_info.weights_path.is_file():
+            raise ModelUnavailableError(
+                f"Bundled weights for {spec.name!r} are missing ({model_info.weights_path}). "
+                "Reinstall vidsift or train them with `vidsift train`."
+            )
+        return str(model_info.weights_path), dict(model_info.preprocess)
+    if spec.is_local_file:
+        if not os.path.isfile(spec.pretrained):
+            raise ModelUnavailableError(f"Checkpoint {spec.pretrained!r} for model {spec.name!r} does not exist.")
+        model_info = bundled(spec.name)
+        return spec.pretrained, dict(model_info.preprocess) if model_info else {}
+    checkpoint = _resolve_tag(spec)
+    tag_cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    overrides = {
+        "image_mean": tag_cfg.get("mean"),
+        "image_std": tag_cfg.get("std"),
+        "image_interpolation": tag_cfg.get("interpolation"),
+        "image_resize_mode": tag_cfg.get("resize_mode"),
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if tag_cfg.get("quick_gelu"):
+        overrides["force_quick_gelu"] = True  # OpenAI weights need QuickGELU (open_clip #771)
+    return checkpoint, overrides
 
 
 def _resolve_tag(spec: ModelSpec) -> str:

@@ -62,3 +62,31 @@ def test_an_empty_batch_of_frames_gives_empty_squares():
 
     squares, thumbnails = FrameTransform(size=(224, 224)).squares_and_thumbnails(np.zeros((0, 360, 640, 3), np.uint8), 108)
     assert squares.shape == (0, 224, 224, 3) and thumbnails == []
+
+
+@pytest.mark.parametrize("name,pretrained", [("shapes-tiny", ""), ("ViT-B-32", "none"), ("RN50", "none"),
+                                             ("shapes-tiny", "BUNDLED_FILE")])
+def test_the_drivers_preprocess_config_is_the_loaded_models(name, pretrained):
+    """The job's driver learns the preprocessing without reading the weights (a model built on
+    torch's meta device); the decode tasks resize with it, so it must be exactly what the model the
+    actors load says (shapes-tiny squashes, open_clip's models crop the shortest side)."""
+    from models.loading import load_model, preprocess_config
+    from models.registry import bundled
+    from models.spec import resolve_spec
+
+    if pretrained == "BUNDLED_FILE":  # a local checkpoint of a model with our own preprocessing
+        pretrained = str(bundled("shapes-tiny").weights_path)
+    spec = resolve_spec(name, pretrained)
+    assert preprocess_config(spec) == load_model(spec).preprocess_cfg
+    if name == "shapes-tiny":
+        assert preprocess_config(spec)["resize_mode"] == "squash"
+
+
+def test_the_drivers_preprocess_config_fails_fast_on_missing_weights(tmp_path):
+    from models.loading import ModelUnavailableError, preprocess_config
+    from models.spec import resolve_spec
+
+    with pytest.raises(ModelUnavailableError, match="does not exist"):
+        preprocess_config(resolve_spec("ViT-B-32", str(tmp_path / "nope.safetensors")))
+    with pytest.raises(ModelUnavailableError, match="Unknown model"):
+        preprocess_config(resolve_spec("no-such-model", "none"))

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -154,6 +155,12 @@ class _Assembler:
             del self.pending[video_id]
 
 
+def _preprocess_config(spec: ModelSpec) -> dict:
+    from models.loading import preprocess_config
+
+    return preprocess_config(spec)
+
+
 def _init_ray(cluster: ClusterConfig):
     import warnings
 
@@ -206,11 +213,13 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
     writer = RecordWriter(store, spec.key, suffix, report)
     todo = plan_work(writer, paths)
     if todo:
-        if preprocess_cfg is None:
-            from models.loading import load_model
-
-            preprocess_cfg = load_model(spec).preprocess_cfg  # also fails fast on missing weights
-        ray = _init_ray(cluster)
+        # Ray starts (its own processes; this thread mostly waits) while a helper thread imports
+        # open_clip and checks the model: the two largest start-up costs overlap instead of adding
+        # up. Ray stays in the main thread: its processes die with the thread that started them.
+        with ThreadPoolExecutor(1, thread_name_prefix="model-check") as pool:
+            checked = pool.submit(_preprocess_config, spec) if preprocess_cfg is None else None
+            ray = _init_ray(cluster)
+            preprocess_cfg = checked.result() if checked else preprocess_cfg  # raises a missing model
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
