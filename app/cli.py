@@ -487,7 +487,7 @@ COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, 
 
 def main(argv: list[str] | None = None) -> int:
     from models.loading import ModelUnavailableError
-    from pipeline.errors import InputError, VideoError
+    from pipeline.errors import InputError, StoreBusyError, VideoError
 
     args = build_parser().parse_args(argv)
     try:
@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as exc:
         print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ModelUnavailableError, VideoError) as exc:
+    except (ModelUnavailableError, VideoError, StoreBusyError) as exc:
         print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # a bug or an infrastructure failure: one line, the traceback on demand

@@ -31,7 +31,7 @@ from app.paths import (  # noqa: E402
 )
 from models.spec import ModelSpec, resolve_spec  # noqa: E402
 from pipeline.config import IndexConfig  # noqa: E402
-from pipeline.errors import InputError, VideoError  # noqa: E402
+from pipeline.errors import InputError, StoreBusyError, VideoError  # noqa: E402
 from pipeline.search import format_timestamp  # noqa: E402
 from pipeline.sources import VIDEO_EXTENSIONS  # noqa: E402
 
@@ -152,7 +152,7 @@ def _user_errors(action: str):
     except VideoError as exc:
         raise gr.Error(_scrub(f"{os.path.basename(exc.path) or exc.path}: {exc.stage} failed: {exc.reason}"),
                        title=f"{action} failed", print_exception=False) from None
-    except (InputError, PathRefused, UploadRefused, ModelUnavailableError, ValueError) as exc:
+    except (InputError, PathRefused, UploadRefused, ModelUnavailableError, StoreBusyError, ValueError) as exc:
         raise gr.Error(_scrub(str(exc)), title=f"{action} refused", print_exception=False) from None
     except Exception as exc:  # a bug or an infrastructure failure: logged with its traceback
         log.exception("%s failed", action)

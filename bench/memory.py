@@ -4,6 +4,7 @@
 Target: peak RSS for the 60-minute video <= 1.2 x that for the 1-minute video.
 
     .venv/bin/python bench/memory.py --out /tmp/vidsift-bench/memory.json
+    .venv/bin/python bench/memory.py --modes no-ray --videos SHORT.mp4 LONG.mp4   # given files
 
 Both videos are 320x240, 25 fps, MP4/H.264, made of consecutive random shapes-world scenes. A
 VideoSpec holds at most 4 scenes, so the videos are rendered here by a streaming renderer that
@@ -112,11 +113,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs=2, default=[1, 60], metavar=("SHORT", "LONG"))
     parser.add_argument("--modes", nargs="+", default=["ray", "no-ray"], choices=["ray", "no-ray"])
     parser.add_argument("--seed", type=int, default=60)
+    parser.add_argument("--videos", nargs=2, metavar=("SHORT", "LONG"),
+                        help="index these two files instead of rendering (give --minutes to match them)")
     parser.add_argument("--out")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    videos = {m: cached_video(workdir, m, args.seed) for m in args.minutes}
+    if args.videos:
+        videos = dict(zip(args.minutes, map(Path, args.videos)))
+    else:
+        videos = {m: cached_video(workdir, m, args.seed) for m in args.minutes}
 
     rows, runs = [], []
     for mode in args.modes:

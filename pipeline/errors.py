@@ -14,3 +14,8 @@ class VideoError(Exception):
 
 class InputError(ValueError):
     """A user-supplied argument (path, label file, query) is unusable."""
+
+
+class StoreBusyError(RuntimeError):
+    """Another indexing job holds the database: one writer at a time (new videos are appended, and
+    two jobs appending the same file at once would store it twice)."""

@@ -214,19 +214,22 @@ def index_sequential(store: VideoStore, encoder, paths: list[str], config: Index
     """Index ``paths`` in this process, one video after another."""
     report = JobReport()
     suffix = encoder.spec.table_suffix
-    writer = RecordWriter(store, encoder.model_key, suffix, report)
-    todo = plan_work(writer, paths)
-    for done, video in enumerate(todo, 1):
+    with store.exclusive_writer():
+        writer = RecordWriter(store, encoder.model_key, suffix, report)
+        todo = plan_work(writer, paths)
         try:
-            embedded = embed_video(video.path, encoder, config)
-            report.mark_startup(report.frames + len(embedded.times))
-            writer.add(assemble_record(video, embedded.info, embedded.times, embedded.vectors,
-                                       embedded.thumbnails, config, encoder.model_key, tags))
-        except VideoError as exc:
-            writer.fail(exc.path, exc.stage, exc.reason)
-        if on_progress:
-            on_progress(done, len(todo))
-    writer.flush()
+            for done, video in enumerate(todo, 1):
+                try:
+                    embedded = embed_video(video.path, encoder, config)
+                    report.mark_startup(report.frames + len(embedded.times))
+                    writer.add(assemble_record(video, embedded.info, embedded.times, embedded.vectors,
+                                               embedded.thumbnails, config, encoder.model_key, tags))
+                except VideoError as exc:
+                    writer.fail(exc.path, exc.stage, exc.reason)
+                if on_progress:
+                    on_progress(done, len(todo))
+        finally:
+            writer.flush()  # interrupted or not, finished videos are stored
     report.seconds = time.monotonic() - report.started
     return report
 

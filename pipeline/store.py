@@ -7,9 +7,12 @@ rows (lance#4585), and one writer keeps every batch one atomic commit per table.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +22,7 @@ VIDEO_KEY = pa.field("video_id", pa.string(), nullable=False,
 SEGMENT_KEY = pa.field("segment_id", pa.string(), nullable=False,
                        metadata={"lance-schema:unenforced-primary-key": "true"})
 ANN_AUTO_THRESHOLD = 100_000  # rows past which `index` builds an ANN index by itself
+WRITER_LOCK = ".vidsift-writer.lock"  # inside a local database folder (LanceDB lists only *.lance)
 MODELS_TABLE = "models"
 FAILURES_TABLE = "failures"
 
@@ -235,6 +239,39 @@ class VideoStore:
         self.uri = uri
         self.vector_index = vector_index
         self.db = lancedb.connect(uri, storage_options=storage_options)
+
+    @contextlib.contextmanager
+    def exclusive_writer(self):
+        """Hold the database for one indexing job. Jobs append new videos without reading the
+        table, so two jobs indexing the same new file at once would store it twice: a second job
+        on a local database fails at once with a message instead (an OS file lock, released
+        even when the process dies). Remote URIs (s3://...) cannot be locked this way: run one
+        indexing job per database at a time there."""
+        if "://" in self.uri:
+            yield
+            return
+        import fcntl
+
+        from .errors import StoreBusyError
+
+        folder = Path(self.uri)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / WRITER_LOCK, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise StoreBusyError(f"{self.uri} is being written by another vidsift indexing job ({holder}); "
+                                     "run one indexing job per database at a time, or wait for it to finish.") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}, since {now_utc().isoformat(timespec='seconds')}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---- tables -------------------------------------------------------------------------
     def _names(self) -> set[str]:

@@ -1,5 +1,8 @@
 """Re-indexing is idempotent, changed files are replaced, and failures never damage what is stored."""
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +222,30 @@ def test_rows_left_by_a_crashed_run_are_cleared_before_new_videos_are_appended(t
     assert len({r["segment_id"] for r in store.segments_table(suffix).to_arrow().to_pylist()}) == reference[1]
     frames = store.frames_table(suffix).to_arrow().to_pylist()
     assert len({r["frame_id"] for r in frames}) == len(frames)
+
+
+def test_a_second_indexing_job_on_the_same_database_is_refused_clearly(tmp_path, random_vit, small_archive):
+    """New videos are appended, so two jobs indexing the same file at once would store it twice:
+    while one job holds a local database, another fails at once with a message, and nothing is
+    written; once the first is done, the second runs."""
+    from pipeline.errors import StoreBusyError
+
+    store = VideoStore(str(tmp_path / "db"))
+    paths = discover([str(small_archive)])
+    other_process = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, '.'); from pipeline.store import VideoStore\n"
+         f"with VideoStore({str(tmp_path / 'db')!r}).exclusive_writer():\n"
+         "    print('holding', flush=True); time.sleep(60)"],
+        cwd=str(Path(__file__).resolve().parents[1]), stdout=subprocess.PIPE, text=True)
+    try:
+        assert other_process.stdout.readline().strip() == "holding"
+        with pytest.raises(StoreBusyError, match=r"another vidsift indexing job \(pid \d+"):
+            index_sequential(store, random_vit, paths, CONFIG)
+        assert store.videos_table(random_vit.spec.table_suffix) is None
+    finally:
+        other_process.kill()
+        other_process.wait()
+    report = index_sequential(store, random_vit, paths, CONFIG)
+    assert report.indexed == 3
+    assert all(name.endswith(suffix) or name in ("models", "failures")
+               for name in store._names() for suffix in [random_vit.spec.table_suffix])  # the lock is no table

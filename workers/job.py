@@ -205,7 +205,15 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: 
                   cluster: ClusterConfig = ClusterConfig(), build_index: bool = False,
                   preprocess_cfg: dict | None = None, embed_dim: int | None = None,
                   progress: bool = True) -> JobReport:
-    """Index ``paths`` into ``store`` with ``spec``; resumable (done videos are skipped)."""
+    """Index ``paths`` into ``store`` with ``spec``; resumable (done videos are skipped). One job
+    per database at a time (``VideoStore.exclusive_writer``)."""
+    with store.exclusive_writer():
+        return _run_index_job(store, spec, paths, config, cluster, build_index, preprocess_cfg, progress)
+
+
+def _run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: IndexConfig,
+                   cluster: ClusterConfig, build_index: bool, preprocess_cfg: dict | None,
+                   progress: bool) -> JobReport:
     from tqdm import tqdm
 
     report = JobReport()
