@@ -49,6 +49,10 @@ def _segmentation(parser: argparse.ArgumentParser) -> None:
                         help="longer scenes are split into equal parts (default 30 s)")
     parser.add_argument("--cut-threshold", type=float, default=None,
                         help="cosine distance between consecutive frames that makes a cut (default: adaptive)")
+    parser.add_argument("--no-refine-cuts", action="store_true",
+                        help="leave each scene cut midway between the two sampled frames around it instead of "
+                             "decoding around it to find the exact frame (faster: refining was ~20%% of a "
+                             "decode-bound job, bench/RESULTS.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +179,8 @@ def _segment_config(args):
     from pipeline.config import SegmentConfig
 
     return SegmentConfig(mode=args.segments, window_s=args.window, min_scene_s=args.min_scene,
-                         max_scene_s=args.max_scene, cut_threshold=args.cut_threshold)
+                         max_scene_s=args.max_scene, cut_threshold=args.cut_threshold,
+                         refine_cuts=not args.no_refine_cuts)
 
 
 def _index_config(args):

@@ -137,3 +137,22 @@ def test_unreachable_weights_fail_fast_naming_the_offline_options(tmp_path):
     assert "ViT-B-32" in message and "laion2b_s34b_b79k" in message
     assert "shapes-tiny" in message and "--pretrained none" in message
     assert "Traceback" not in message
+
+
+def test_no_refine_cuts_leaves_cuts_midway_between_samples(tmp_path):
+    """`--no-refine-cuts` skips the decoding around each cut: the segments then start midway
+    between the two sampled frames around each cut, instead of on the exact frame."""
+    from models.spec import resolve_spec
+
+    path = tmp_path / "three.mp4"
+    entry = make_video(path, fps=25, durations=(4.0, 6.0, 3.0), size=(320, 240))
+    starts = {}
+    for flag in ([], ["--no-refine-cuts"]):
+        db = tmp_path / f"db{len(flag)}"
+        result = run_cli("index", path, "--db", db, *RANDOM, "--fps", "2", "--no-ray", "--json", *flag)
+        assert result.returncode == 0, result.stderr
+        table = VideoStore(str(db)).segments_table(resolve_spec("ViT-B-32", "none").table_suffix)
+        starts[bool(flag)] = sorted(r["start"] for r in table.to_arrow().to_pylist())
+    truth = [s["start"] for s in entry["scenes"]]
+    assert starts[False] == pytest.approx(truth, abs=1 / 25 + 1e-6)  # refined: on the frame
+    assert starts[True] == pytest.approx([0.0, 3.74, 9.74], abs=0.011)  # midway between the samples
