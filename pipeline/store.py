@@ -22,6 +22,7 @@ VIDEO_KEY = pa.field("video_id", pa.string(), nullable=False,
 SEGMENT_KEY = pa.field("segment_id", pa.string(), nullable=False,
                        metadata={"lance-schema:unenforced-primary-key": "true"})
 ANN_AUTO_THRESHOLD = 100_000  # rows past which `index` builds an ANN index by itself
+FILTER_INDEX_COLUMNS = ("path", "video_id")  # B-trees built with the ANN index, for prefilters
 WRITER_LOCK = ".vidsift-writer.lock"  # inside a local database folder (LanceDB lists only *.lance)
 MODELS_TABLE = "models"
 FAILURES_TABLE = "failures"
@@ -465,7 +466,21 @@ class VideoStore:
         dim = table.schema.field("vector").type.list_size
         config = self.vector_index.lancedb_config(rows, dim)
         table.create_index("vector", config=config, replace=True)
-        return f"{self.vector_index.kind.upper()} index built: {rows} segments, {config.num_partitions} partitions"
+        self._build_filter_indexes(table)
+        return (f"{self.vector_index.kind.upper()} index built: {rows} segments, {config.num_partitions} partitions; "
+                f"B-tree on {', '.join(FILTER_INDEX_COLUMNS)}")
+
+    @staticmethod
+    def _build_filter_indexes(table) -> None:
+        """B-trees on the columns filters name most (``path LIKE 'folder/%'`` for a folder,
+        ``video_id IN (...)`` for a video's rows): a prefilter then reads the index instead of every
+        row's path, 58 -> 15 ms a filtered search at 300K segments (``bench/RESULTS.md``). lance
+        uses a B-tree for ``LIKE 'prefix%'`` too. Built in well under a second; ``optimize`` keeps
+        them up to date with the vector index."""
+        from lancedb.index import BTree
+
+        for column in FILTER_INDEX_COLUMNS:
+            table.create_index(column, config=BTree(), replace=True)
 
     def optimize(self, suffix: str) -> None:
         """Fold new rows into the ANN index and compact small fragments."""

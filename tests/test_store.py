@@ -139,12 +139,21 @@ def test_ann_index_is_built_and_searched(tmp_path, kind):
     assert not store.has_vector_index("t")
     assert f"{kind.upper()} index built: 600 segments" in store.build_vector_index("t")
     assert store.has_vector_index("t")
+    indexed = {column for idx in store.segments_table("t").list_indices() for column in idx.columns}
+    assert {"vector", "path", "video_id"} <= indexed  # B-trees for the prefilters of filtered search
     query = vectors[17]
     ann = search_vector(store, "t", query, k=5)
     exact = search_vector(store, "t", query, k=5, exact=True)
     assert exact[0].video_id == "v17" and ann[0].video_id == "v17"
     assert len(ann) == 5
     assert len({h.video_id for h in ann} & {h.video_id for h in exact}) >= 4
+    # a path prefilter through the B-tree finds what a scan finds
+    folder = "path LIKE '/a/v1%'"
+    filtered = search_vector(store, "t", query, k=5, where=folder)
+    assert filtered and all(h.path.startswith("/a/v1") for h in filtered)
+    assert filtered[0].video_id == "v17"
+    assert [h.video_id for h in filtered] == [h.video_id for h in search_vector(store, "t", query, k=5, where=folder,
+                                                                               exact=True)]
 
 
 def test_fast_arrow_conversion_equals_the_row_by_row_reference():
