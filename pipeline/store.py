@@ -364,9 +364,9 @@ class VideoStore:
         known = [r for r in records if r.video_id not in new_ids]
         stale = (f"({sql_in('video_id', [r.video_id for r in known])} OR {sql_in('path', [r.path for r in known])})"
                  if known else None)
-        replaced = self._ids_at_paths(suffix, [r.path for r in known])
         frames = self.frames_table(suffix, dim if any(r.frames is not None for r in records) else None)
         if frames is not None:  # also when this batch keeps no frames: old versions' frames go
+            replaced = self._ids_at_paths(suffix, [r.path for r in known])
             self._write(frames, "frame_id", frames_schema(dim), _frame_rows(fresh), _frame_rows(known),
                         sql_in("video_id", [r.video_id for r in known] + replaced) if known else None)
         segments = self.segments_table(suffix, dim)

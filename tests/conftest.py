@@ -4,6 +4,7 @@ Random weights are for plumbing and parity only; semantic claims use the bundled
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -54,3 +55,18 @@ def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def writer_held_by_another_process(db):
+    """Another process holds ``db``'s writer lock (as a running indexing job does) until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from pipeline.store import VideoStore\n"
+         f"with VideoStore({str(db)!r}).exclusive_writer():\n    print('holding', flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

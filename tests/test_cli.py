@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.store import VideoStore
-from tests.conftest import make_video, run_cli
+from tests.conftest import make_video, run_cli, writer_held_by_another_process
 
 RANDOM = ["--model", "ViT-B-32", "--pretrained", "none"]
 
@@ -161,24 +161,11 @@ def test_no_refine_cuts_leaves_cuts_midway_between_samples(tmp_path):
 def test_a_second_index_job_on_a_busy_database_stops_with_one_line(tmp_path):
     """While another job holds the database, `vidsift index` exits 1 at once with a message that
     says so (no traceback), and writes nothing."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     path = tmp_path / "v.mp4"
     make_video(path, fps=10, durations=(2.0,))
     db = tmp_path / "db"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from pipeline.store import VideoStore\n"
-         f"with VideoStore({str(db)!r}).exclusive_writer():\n    print('holding', flush=True); time.sleep(60)"],
-        cwd=REPO, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with writer_held_by_another_process(db):
         result = run_cli("index", path, "--db", db, *RANDOM, "--no-ray")
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.returncode == 1
     assert "being written by another vidsift indexing job (pid" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,8 +1,5 @@
 """Re-indexing is idempotent, changed files are replaced, and failures never damage what is stored."""
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +9,7 @@ from pipeline.indexing import index_sequential
 from pipeline.search import search_vector
 from pipeline.sources import discover
 from pipeline.store import VideoStore
-from tests.conftest import make_video
+from tests.conftest import make_video, writer_held_by_another_process
 
 CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mode="fixed", window_s=2.0))
 
@@ -241,19 +238,10 @@ def test_a_second_indexing_job_on_the_same_database_is_refused_clearly(tmp_path,
 
     store = VideoStore(str(tmp_path / "db"))
     paths = discover([str(small_archive)])
-    other_process = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, '.'); from pipeline.store import VideoStore\n"
-         f"with VideoStore({str(tmp_path / 'db')!r}).exclusive_writer():\n"
-         "    print('holding', flush=True); time.sleep(60)"],
-        cwd=str(Path(__file__).resolve().parents[1]), stdout=subprocess.PIPE, text=True)
-    try:
-        assert other_process.stdout.readline().strip() == "holding"
+    with writer_held_by_another_process(tmp_path / "db"):
         with pytest.raises(StoreBusyError, match=r"another vidsift indexing job \(pid \d+"):
             index_sequential(store, random_vit, paths, CONFIG)
         assert store.videos_table(random_vit.spec.table_suffix) is None
-    finally:
-        other_process.kill()
-        other_process.wait()
     report = index_sequential(store, random_vit, paths, CONFIG)
     assert report.indexed == 3
     assert all(name.endswith(suffix) or name in ("models", "failures")

@@ -155,12 +155,6 @@ class _Assembler:
             del self.pending[video_id]
 
 
-def _preprocess_config(spec: ModelSpec) -> dict:
-    from models.loading import preprocess_config
-
-    return preprocess_config(spec)
-
-
 def _init_ray(cluster: ClusterConfig):
     import warnings
 
@@ -224,8 +218,10 @@ def _run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config:
         # Ray starts (its own processes; this thread mostly waits) while a helper thread imports
         # open_clip and checks the model: the two largest start-up costs overlap instead of adding
         # up. Ray stays in the main thread: its processes die with the thread that started them.
+        from models.loading import preprocess_config
+
         with ThreadPoolExecutor(1, thread_name_prefix="model-check") as pool:
-            checked = pool.submit(_preprocess_config, spec) if preprocess_cfg is None else None
+            checked = pool.submit(preprocess_config, spec) if preprocess_cfg is None else None
             ray = _init_ray(cluster)
             preprocess_cfg = checked.result() if checked else preprocess_cfg  # raises a missing model
         from ray.data import DataContext
