@@ -252,7 +252,7 @@ def cmd_search(args) -> int:
     spec = _spec(args)
     require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
     hits = search_text(store, ClipEncoder.from_spec(spec), args.query, k=args.k, per_video=args.per_video,
-                       where=args.where, exact=args.exact, pooling=args.pooling)
+                       where=args.where, exact=args.exact, pooling=args.pooling, thumbnails=bool(args.thumbnails))
     results = [hit.to_dict() for hit in hits]
     if args.thumbnails:
         folder = Path(args.thumbnails)

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Search latency and recall at scale, through vidsift's own store (``VideoStore.search_segments``).
+"""Search latency and recall at scale, through vidsift's own search (``pipeline.search.search_vector``,
+k=10 with thumbnails: what the app and ``vidsift search`` run once the query is embedded).
 
 Fills a segments table with N synthetic 512-d unit vectors (clustered, like real embeddings:
-videos of similar content sit together), then for each N: exact search latency, ANN index build
-time, ANN latency p50/p95 and recall@10 against exact search (``bypass_vector_index``), with and
-without a prefilter on the path.
+videos of similar content sit together) and 3 KB thumbnails (a real one is 2-4 KB), then for
+each N: exact search latency, ANN index build time, ANN latency p50/p95 and recall@10 against
+exact search (``bypass_vector_index``), with and without a prefilter on the path. Beside the ANN
+search it times the reference path, the same query with lance fetching every column of the
+candidates (how the store searched before ``pipeline.catalog``), on the same table and queries.
 
     .venv/bin/python bench/search_scale.py --sizes 10000 100000 1000000 --out bench/results/search.json
     .venv/bin/python bench/search_scale.py --sizes 1000000 --kinds ivf_sq ivf_pq   # compare index kinds
@@ -26,10 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import print_table, write_json  # noqa: E402
 
+from pipeline.catalog import SegmentCatalog  # noqa: E402
+from pipeline.search import search_vector  # noqa: E402
 from pipeline.store import VectorIndexConfig, VideoStore, segments_schema  # noqa: E402
 
 DIM = 512
 SUFFIX = "bench"
+THUMBNAIL_BYTES = 3000
 
 
 def clustered(n: int, rng: np.random.Generator, centres: np.ndarray, spread: float = 0.35) -> np.ndarray:
@@ -53,32 +59,54 @@ def fill(store: VideoStore, n: int, rng, centres, batch: int = 100_000) -> None:
             "n_frames": pa.array(np.full(size, 10), pa.int32()),
             "starts_scene": pa.array(np.ones(size, bool)),
             "model": pa.array(["bench"] * size), "tags": pa.array([[]] * size, pa.list_(pa.string())),
-            "thumbnail": pa.array([b""] * size, pa.binary()),
+            "thumbnail": pa.array([t.tobytes() for t in rng.integers(0, 256, (size, THUMBNAIL_BYTES), np.uint8)], pa.binary()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
         }, schema=segments_schema(DIM))
         table.add(data)
 
 
 def timed_search(store, queries, where, exact):
+    search_vector(store, SUFFIX, queries[0], k=10, where=where, exact=exact)  # catalog loaded, caches warm
     latencies, results = [], []
     for q in queries:
         t = time.perf_counter()
-        rows = store.search_segments(SUFFIX, q, 10, where=where, exact=exact)
+        hits = search_vector(store, SUFFIX, q, k=10, where=where, exact=exact)
         latencies.append((time.perf_counter() - t) * 1000)
-        results.append([r["segment_id"] for r in rows])
+        results.append([f"{h.video_id}:{h.segment_index:05d}" for h in hits])
     return np.array(latencies), results
+
+
+def timed_reference(store, queries) -> np.ndarray:
+    """The ANN query with lance fetching every column of the 20 candidates search_vector asks for."""
+    table, ann = store.segments_table(SUFFIX), store.vector_index
+    columns = ["segment_id", "video_id", "path", "segment_index", "start", "end", "n_frames", "starts_scene",
+               "_distance", "model", "tags", "thumbnail"]
+    latencies = []
+    for q in queries:
+        t = time.perf_counter()
+        (table.search(q, vector_column_name="vector").distance_type("cosine").nprobes(ann.nprobes)
+         .refine_factor(ann.refine_factor).select(columns).limit(20).to_list())
+        latencies.append((time.perf_counter() - t) * 1000)
+    return np.array(latencies)
 
 
 def recall(truth, found) -> float:
     return float(np.mean([len(set(t) & set(f)) / max(len(t), 1) for t, f in zip(truth, found)]))
 
 
-def measure(store, n, kind, queries, truth, truth_f, where, compare_btree=False) -> dict:
+def build(store) -> tuple[str, float]:
     t = time.perf_counter()
     description = store.build_vector_index(SUFFIX)
-    build_s = time.perf_counter() - t
+    return description, time.perf_counter() - t
+
+
+def measure(store, n, kind, built, queries, truth, truth_f, where, compare_btree=False) -> dict:
+    description, build_s = built
     ann_ms, found = timed_search(store, queries, None, exact=False)
     ann_f_ms, found_f = timed_search(store, queries, where, exact=False)
+    reference_ms = timed_reference(store, queries)
+    ann_again_ms, _ = timed_search(store, queries, None, exact=False)  # interleaved, so drift shows
+    ann_ms = np.concatenate([ann_ms, ann_again_ms])
     ann = store.vector_index
     without = {}
     if compare_btree:  # the same filtered queries once more, with the B-trees dropped (reference path)
@@ -87,6 +115,7 @@ def measure(store, n, kind, queries, truth, truth_f, where, compare_btree=False)
             if idx.columns[0] != "vector":
                 table.drop_index(idx.name)
         plain_ms, plain_found = timed_search(store, queries, where, exact=False)
+        store._build_filter_indexes(table)  # back, for the next settings measured on this index
         without = {"filtered_ann_p50_ms_without_btree": round(float(np.median(plain_ms)), 2),
                    "filtered_ann_recall@10_without_btree": round(recall(truth_f, plain_found), 4)}
     return {
@@ -94,6 +123,8 @@ def measure(store, n, kind, queries, truth, truth_f, where, compare_btree=False)
         "build_s": round(build_s, 1),
         "ann_p50_ms": round(float(np.median(ann_ms)), 2), "ann_p95_ms": round(float(np.percentile(ann_ms, 95)), 2),
         "ann_recall@10": round(recall(truth, found), 4),
+        "reference_p50_ms": round(float(np.median(reference_ms)), 2),
+        "reference_over_ann_p50": round(float(np.median(reference_ms) / np.median(ann_ms)), 2),
         "filtered_ann_p50_ms": round(float(np.median(ann_f_ms)), 2),
         "filtered_ann_p95_ms": round(float(np.percentile(ann_f_ms, 95)), 2),
         "filtered_ann_recall@10": round(recall(truth_f, found_f), 4), **without,
@@ -106,7 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", nargs="+", default=["ivf_sq"], choices=["ivf_sq", "ivf_pq", "ivf_flat"],
                         help="ANN index kinds to build and compare on the same table")
     parser.add_argument("--nprobes", type=int, nargs="+", default=[VectorIndexConfig.nprobes])
-    parser.add_argument("--refine", type=int, default=VectorIndexConfig.refine_factor)
+    parser.add_argument("--refine", type=int, nargs="+", default=[VectorIndexConfig.refine_factor],
+                        help="refine factors to compare (candidates re-ranked on full vectors, x limit)")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--compare-btree", action="store_true",
                         help="also time the filtered queries with the B-tree on path dropped")
@@ -125,22 +157,30 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             fill(store, n, np.random.default_rng(n), centres)
             fill_s = time.perf_counter() - t
+            t = time.perf_counter()
+            SegmentCatalog.load(store.segments_table(SUFFIX))  # what the first search after a write pays
+            catalog_s = time.perf_counter() - t
             exact_ms, truth = timed_search(store, queries, None, exact=True)
             exact_f_ms, truth_f = timed_search(store, queries, where, exact=True)
-            exact = {"fill_s": round(fill_s, 1), "exact_p50_ms": round(float(np.median(exact_ms)), 2),
+            exact = {"fill_s": round(fill_s, 1), "catalog_load_s": round(catalog_s, 2), "exact_p50_ms": round(float(np.median(exact_ms)), 2),
                      "exact_p95_ms": round(float(np.percentile(exact_ms, 95)), 2),
                      "filtered_exact_p50_ms": round(float(np.median(exact_f_ms)), 2)}
             for kind in args.kinds:
+                store.vector_index = VectorIndexConfig(kind=kind)
+                built = build(store)  # once per kind; probes and refinement are search-time settings
                 for nprobes in args.nprobes:
-                    store.vector_index = VectorIndexConfig(kind=kind, nprobes=nprobes, refine_factor=args.refine)
-                    row = {**measure(store, n, kind, queries, truth, truth_f, where, args.compare_btree), **exact}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    for refine in args.refine:
+                        store.vector_index = VectorIndexConfig(kind=kind, nprobes=nprobes, refine_factor=refine)
+                        row = {**measure(store, n, kind, built, queries, truth, truth_f, where, args.compare_btree),
+                               **exact}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
             shutil.rmtree(workdir / f"db{n}", ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print_table(rows, ["n", "index", "nprobes", "build_s", "exact_p50_ms", "ann_p50_ms", "ann_p95_ms", "ann_recall@10",
+    print_table(rows, ["n", "index", "nprobes", "refine", "build_s", "catalog_load_s", "exact_p50_ms", "ann_p50_ms", "ann_p95_ms", "ann_recall@10",
+                       "reference_p50_ms", "reference_over_ann_p50",
                        "filtered_exact_p50_ms", "filtered_ann_p50_ms", "filtered_ann_recall@10", "filtered_ann_p50_ms_without_btree"])
     write_json(args.out, {"rows": rows})
     return 0

@@ -84,7 +84,7 @@ def evaluate_archive(store: VideoStore, encoder, videos: list[dict], labels: lis
     for video in single:
         label = video["scenes"][0]["label"]
         hits = search_vector(store, suffix, label_vectors[label], k=1, per_video=True,
-                             where=_id_filter(single_ids))
+                             where=_id_filter(single_ids), thumbnails=False)
         retrieval.add(label, bool(hits) and label in _labels_of(video_ids[hits[0].video_id]))
     if single:
         classifier = ZeroShotClassifier(encoder, labels, templates)
@@ -94,7 +94,7 @@ def evaluate_archive(store: VideoStore, encoder, videos: list[dict], labels: lis
             classification.add(video["scenes"][0]["label"], labels[index] == video["scenes"][0]["label"])
     multi_ids = {rows[v["abspath"]]["video_id"] for v in multi}
     for label in sorted({lab for v in multi for lab in _labels_of(v)}):
-        hits = search_vector(store, suffix, label_vectors[label], k=1, where=_id_filter(multi_ids))
+        hits = search_vector(store, suffix, label_vectors[label], k=1, where=_id_filter(multi_ids), thumbnails=False)
         ok = False
         if hits:
             truth = video_ids[hits[0].video_id]
@@ -172,7 +172,7 @@ def full_report(store: VideoStore, encoder, videos: list[dict], labels: list[str
     first_rank = {}
     for label in queries:
         ranking = search_vector(store, suffix, vectors[label], k=len(ids), per_video=True, where=id_filter,
-                                exact=True, pooling=pooling)
+                                exact=True, pooling=pooling, thumbnails=False)
         first_rank[label] = next((i + 1 for i, h in enumerate(ranking)
                                   if label in _labels_of(ids[h.video_id])), len(ids) + 1)
     retrieval = {"seen": [], "heldout": []}
@@ -204,7 +204,7 @@ def full_report(store: VideoStore, encoder, videos: list[dict], labels: list[str
     for vid, v in ids.items():
         for label in _labels_of(v):
             hits = search_vector(store, suffix, vectors[label], k=1, where=f"video_id = '{vid}'", exact=True,
-                                 pooling=pooling)
+                                 pooling=pooling, thumbnails=False)
             best = max((iou(hits[0].start, hits[0].end, s["start"], s["end"]) for s in v["scenes"]
                         if s["label"] == label), default=0.0) if hits else 0.0
             ious[_split(label)].append(best)
@@ -276,7 +276,7 @@ def msrvtt_report(store: VideoStore, encoder, queries: list[dict], pooling: str 
     for query, vector in zip(queries, vectors):
         target = rows.get(query["abspath"])
         ranking = search_vector(store, suffix, vector, k=len(ids), per_video=True, where=where, exact=True,
-                                pooling=pooling)
+                                pooling=pooling, thumbnails=False)
         ranks.append(next((i + 1 for i, h in enumerate(ranking) if h.video_id == target), len(ids) + 1))
     return {"model": encoder.model_key, "pooling": pooling, "videos": len(ids),
             "retrieval": {"all": _rank_stats(ranks)}}

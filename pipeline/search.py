@@ -97,12 +97,14 @@ def query_scored(store: VideoStore, suffix: str, vector: np.ndarray, rows: list[
 
 
 def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 10, per_video: bool = False,
-                  where: str | None = None, exact: bool = False, pooling: str = "mean") -> list[SearchHit]:
+                  where: str | None = None, exact: bool = False, pooling: str = "mean",
+                  thumbnails: bool = True) -> list[SearchHit]:
     """Top-k moments for a query vector, best first; with ``per_video`` only each video's best.
 
     Pieces of one scene are merged into one moment; we over-fetch and widen until k moments are
     found or the table is exhausted. ``pooling="qs"`` re-ranks the mean-pooled candidates with
-    query-scored pooling of their frames.
+    query-scored pooling of their frames. With ``thumbnails=False`` no thumbnail is read (hits
+    carry ``b""``): the CLI without ``--thumbnails`` and evaluation need none.
     """
     if not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
@@ -111,7 +113,7 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
     fetch = k * (8 if per_video else 2) * (4 if pooling == "qs" else 1)
     while True:
         try:
-            rows = store.search_segments(suffix, vector, fetch, where=where, exact=exact)
+            rows = store.search_segments(suffix, vector, fetch, where=where, exact=exact, thumbnails=thumbnails)
         except Exception as exc:
             if where:
                 raise InputError(f"Bad filter {where!r}: {str(exc).splitlines()[0][:200]}") from None
@@ -129,16 +131,17 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
         fetch *= 4
     return [SearchHit(rank=i + 1, score=round(float(r["score"]), 6), path=r["path"], start=float(r["start"]),
                       end=float(r["end"]), video_id=r["video_id"], segment_index=int(r["first_index"]),
-                      n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=r["thumbnail"])
+                      n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=r.get("thumbnail") or b"")
             for i, r in enumerate(hits[:k])]
 
 
 def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: bool = False,
-                where: str | None = None, exact: bool = False, pooling: str = "mean") -> list[SearchHit]:
+                where: str | None = None, exact: bool = False, pooling: str = "mean",
+                thumbnails: bool = True) -> list[SearchHit]:
     query = (query or "").strip()
     if not query:
         raise InputError("The search query is empty: describe what you are looking for.")
     require_indexed(store, encoder.spec)
     vector = encoder.encode_texts([query])[0]
     return search_vector(store, encoder.spec.table_suffix, vector, k=k, per_video=per_video, where=where,
-                         exact=exact, pooling=pooling)
+                         exact=exact, pooling=pooling, thumbnails=thumbnails)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .catalog import CATALOG_COLUMNS, SegmentCatalog, table_has_vector_index
+
 VIDEO_KEY = pa.field("video_id", pa.string(), nullable=False,
                      metadata={"lance-schema:unenforced-primary-key": "true"})
 SEGMENT_KEY = pa.field("segment_id", pa.string(), nullable=False,
@@ -107,10 +109,6 @@ def to_arrow(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return table.append_column(field, column)
 
 
-def _has_vector_index(table) -> bool:
-    return table is not None and any("vector" in idx.columns for idx in table.list_indices())
-
-
 @dataclass(frozen=True)
 class VectorIndexConfig:
     """The ANN index over segment vectors and how it is searched.
@@ -121,12 +119,15 @@ class VectorIndexConfig:
     1.00 at 1M rows, ``bench/RESULTS.md``) or ``ivf_flat``.
     Partitions default to sqrt(rows); ``nprobes`` partitions are searched at least (more under a
     narrow filter), and ``refine_factor`` x limit candidates are re-ranked on the full vectors.
+    Each candidate is one random read: at 1M segments 5 gave the same recall@10 (1.000) as 10 in
+    0.85x the time; 16 probes instead of 32 was faster still, but how many partitions a query's
+    true neighbours spread over depends on the embeddings, so 32 stays (``bench/RESULTS.md``).
     """
 
     kind: str = "ivf_sq"
     partitions: int | None = None
     nprobes: int = 32
-    refine_factor: int = 10
+    refine_factor: int = 5
     kmeans_iterations: int = 25
 
     def __post_init__(self):
@@ -230,6 +231,13 @@ def _video_rows(records: list[VideoRecord], model_key: str, stamp: dt.datetime) 
     } for r in records]
 
 
+def _take_rows(table, row_ids: list[int], columns: list[str]) -> list[dict | None]:
+    """``columns`` of the rows ``row_ids`` of a LanceDB table, in that order (None where gone)."""
+    found = table.take_row_ids(row_ids).select(columns).with_row_id().to_arrow().to_pylist()
+    by_id = {row.pop("_rowid"): row for row in found}
+    return [by_id.get(row_id) for row_id in row_ids]
+
+
 class VideoStore:
     """Reads and writes one LanceDB database (a folder, or any LanceDB URI such as s3://...)."""
 
@@ -240,6 +248,7 @@ class VideoStore:
         self.uri = uri
         self.vector_index = vector_index
         self.db = lancedb.connect(uri, storage_options=storage_options)
+        self._catalogs: dict[str, SegmentCatalog] = {}  # per model suffix, see ``search_segments``
 
     @contextlib.contextmanager
     def exclusive_writer(self):
@@ -290,7 +299,14 @@ class VideoStore:
         return self.db.create_table(name, schema=schema, exist_ok=True)
 
     def _open(self, name: str):
-        return self.db.open_table(name) if name in self._names() else None
+        """The table, or None if it does not exist (one call: listing the tables first doubled
+        the cost of opening one, which every search pays)."""
+        try:
+            return self.db.open_table(name)
+        except ValueError as exc:  # LanceDB: "Table 'name' was not found"
+            if "not found" in str(exc):
+                return None
+            raise
 
     @staticmethod
     def segments_table_name(suffix: str) -> str:
@@ -453,7 +469,7 @@ class VideoStore:
 
     # ---- search ----------------------------------------------------------------------------
     def has_vector_index(self, suffix: str) -> bool:
-        return _has_vector_index(self.segments_table(suffix))
+        return table_has_vector_index(self.segments_table(suffix))
 
     def build_vector_index(self, suffix: str) -> str:
         """The ANN index over segment vectors (see ``VectorIndexConfig``). Returns a description."""
@@ -489,29 +505,47 @@ class VideoStore:
                 table.optimize()
 
     def search_segments(self, suffix: str, vector: np.ndarray, limit: int, where: str | None = None,
-                        exact: bool = False) -> list[dict]:
+                        exact: bool = False, thumbnails: bool = False) -> list[dict]:
+        """The ``limit`` nearest segments, best first, as dicts of ``CATALOG_COLUMNS`` plus
+        ``score`` (cosine similarity) and, when asked, ``thumbnail``. lance finds the row ids and
+        distances (and reads the thumbnails of those rows only); the other columns come from the
+        in-memory catalog (see ``pipeline.catalog`` for why)."""
         table = self.segments_table(suffix)
         if table is None:
             return []
-        query = table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
+        catalog = self._catalog(suffix, table)
+        query = (table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
+                 .with_row_id(True))
         if where:
             query = query.where(where, prefilter=True)
         if exact:
             query = query.bypass_vector_index()
-        elif _has_vector_index(table):
+        elif catalog.has_vector_index:
             # Unfiltered: exactly `nprobes` partitions (letting lance probe on, maximum_nprobes 0,
             # cost 2.4x the latency for nothing). Under a filter, keep probing until `limit` rows
             # pass it, else a narrow filter's recall collapses (0.39 measured).
             ann = self.vector_index
             query = (query.minimum_nprobes(ann.nprobes).maximum_nprobes(0) if where
                      else query.nprobes(ann.nprobes)).refine_factor(ann.refine_factor)
-        columns = ["segment_id", "video_id", "path", "segment_index", "start", "end", "n_frames", "starts_scene",
-                   "_distance",
-                   "model", "tags", "thumbnail"]
-        rows = query.select(columns).limit(limit).to_list()
-        for row in rows:
-            row["score"] = 1.0 - float(row.pop("_distance"))
-        return rows
+        hits = query.select(["_distance", "thumbnail"] if thumbnails else ["_distance"]).limit(limit).to_arrow()
+        row_ids = hits.column("_rowid").to_numpy()
+        rows = catalog.rows(row_ids)
+        if rows is None:  # written since the catalog was loaded
+            rows = self._catalog(suffix, table, reload=True).rows(row_ids)
+        if rows is None:  # written again meanwhile: read these rows from the table itself
+            rows = _take_rows(table, row_ids.tolist(), list(CATALOG_COLUMNS))
+        scores = [1.0 - float(d) for d in hits.column("_distance").to_pylist()]
+        images = hits.column("thumbnail").to_pylist() if thumbnails else [None] * len(scores)
+        return [{**row, "score": score, **({"thumbnail": image} if thumbnails else {})}
+                for row, score, image in zip(rows, scores, images)
+                if row is not None]  # None: deleted since the search ran
+
+    def _catalog(self, suffix: str, table, reload: bool = False) -> SegmentCatalog:
+        """The segments table's catalog at its current version, loaded when the table changed."""
+        cached = self._catalogs.get(suffix)
+        if reload or cached is None or cached.version != table.version:
+            cached = self._catalogs[suffix] = SegmentCatalog.load(table)
+        return cached
 
     # ---- summaries -------------------------------------------------------------------------
     def summary(self) -> list[dict]:
