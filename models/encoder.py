@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -52,8 +53,9 @@ class ClipEncoder:
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.exp().item())
 
-    @property
+    @functools.cached_property
     def embed_dim(self) -> int:
+        """Learned by encoding one text (open_clip's towers name their width differently), once."""
         return int(self.encode_texts(["x"]).shape[1])
 
     def _autocast(self):

@@ -250,8 +250,13 @@ def resegment_store(store: VideoStore, spec, segments_config, batch: int = 64) -
     file is there).
 
     Videos indexed with ``--no-frames`` have nothing to re-pool; they are listed, and keep their
-    segments.
+    segments. It rewrites segments, so it holds the writer lock as an indexing job does.
     """
+    with store.exclusive_writer():
+        return _resegment(store, spec, segments_config, batch)
+
+
+def _resegment(store: VideoStore, spec, segments_config, batch: int) -> ResegmentReport:
     from .segments import build_segments
     from .store import sql_in
 

@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 
 from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from pipeline.errors import StoreBusyError
 from pipeline.indexing import index_sequential, resegment_store
 from pipeline.search import merge_scene_pieces, search_vector
 from pipeline.segments import build_segments, detect_cuts
 from pipeline.store import VideoStore
-from tests.conftest import make_video
+from tests.conftest import make_video, writer_held_by_another_process
 
 
 def _scenes(lengths, dim=32, noise=0.05, seed=0):
@@ -79,7 +80,12 @@ def test_scene_segments_follow_the_cuts_of_a_real_video(tmp_path, random_vit):
     assert [r["start"] for r in mid] == pytest.approx([0.0, 3.74, 9.74], abs=0.011)  # midway between the sampled frames around each cut
 
     # Re-pool into fixed windows from the stored frames: the video file is not needed any more.
+    # Not while an indexing job holds the database: it rewrites segments too.
     path.unlink()
+    with writer_held_by_another_process(tmp_path / "db"):
+        with pytest.raises(StoreBusyError):
+            resegment_store(store, random_vit.spec, SegmentConfig(mode="fixed", window_s=5.0))
+    assert store.segments_table(suffix).count_rows() == 3
     report = resegment_store(store, random_vit.spec, SegmentConfig(mode="fixed", window_s=5.0))
     assert (report.videos, report.segments) == (1, 3)
     rows = sorted(store.segments_table(suffix).to_arrow().to_pylist(), key=lambda r: r["start"])
