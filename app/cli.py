@@ -248,7 +248,7 @@ def cmd_search(args) -> int:
         raise InputError("The search query is empty: describe what you are looking for.")
     if not 1 <= args.k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {args.k}")
-    store = VideoStore(args.db)
+    store = VideoStore(args.db, search_catalog=False)  # one search: the catalog would not pay for itself
     spec = _spec(args)
     require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
     hits = search_text(store, ClipEncoder.from_spec(spec), args.query, k=args.k, per_video=args.per_video,

@@ -4,9 +4,10 @@ Why: the vector search itself is fast (at 1M segments, probing the IVF partition
 re-ranking the candidates on their full vectors 4 ms), but having lance read the hits' other
 columns (path, times, tags...) cost about 1 ms per column for every 10 rows, a random read per
 column per row: most of a search's latency. So the search asks lance only for row ids and
-distances, and the rest comes from here: 1.56x faster at 1M (``bench/RESULTS.md``). Loading it
-scans those columns once per table version (0.55 s and ~90 MiB at 1M segments), which a
-long-lived process (the app) pays once after each write and a one-shot CLI search once.
+distances, and the rest comes from here: 1.55x faster at 1M (``bench/RESULTS.md``). Loading it
+scans those columns once per table version (0.5 s and ~90 MiB at 1M segments), which a
+long-lived process (the app) pays once after each write; ``vidsift search``, one search per
+process, does without (``VideoStore(search_catalog=False)``).
 
 Row ids are only ever looked up, never trusted blindly: a lance row id names a physical row
 (fragment and offset; this store does not enable stable row ids), so it never comes to mean a

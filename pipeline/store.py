@@ -120,8 +120,8 @@ class VectorIndexConfig:
     Partitions default to sqrt(rows); ``nprobes`` partitions are searched at least (more under a
     narrow filter), and ``refine_factor`` x limit candidates are re-ranked on the full vectors.
     Each candidate is one random read: at 1M segments 5 gave the same recall@10 (1.000) as 10 in
-    0.85x the time; 16 probes instead of 32 was faster still, but how many partitions a query's
-    true neighbours spread over depends on the embeddings, so 32 stays (``bench/RESULTS.md``).
+    0.85-0.9x the time; 16 probes instead of 32 was as fast or faster, but how many partitions a
+    query's true neighbours spread over depends on the embeddings, so 32 stays (``bench/RESULTS.md``).
     """
 
     kind: str = "ivf_sq"
@@ -242,11 +242,16 @@ class VideoStore:
     """Reads and writes one LanceDB database (a folder, or any LanceDB URI such as s3://...)."""
 
     def __init__(self, uri: str, storage_options: dict | None = None,
-                 vector_index: VectorIndexConfig = VectorIndexConfig()):
+                 vector_index: VectorIndexConfig = VectorIndexConfig(), search_catalog: bool = True):
+        """``search_catalog``: keep what search shows of each segment in memory (``pipeline.catalog``),
+        for a process that searches more than once (the app, evaluation). A process that searches
+        once (``vidsift search``) is better off without: loading the catalog costs more than the
+        one search it speeds up (0.55 s against ~10 ms at 1M segments)."""
         import lancedb
 
         self.uri = uri
         self.vector_index = vector_index
+        self.search_catalog = search_catalog
         self.db = lancedb.connect(uri, storage_options=storage_options)
         self._catalogs: dict[str, SegmentCatalog] = {}  # per model suffix, see ``search_segments``
 
@@ -508,28 +513,30 @@ class VideoStore:
                         exact: bool = False, thumbnails: bool = False) -> list[dict]:
         """The ``limit`` nearest segments, best first, as dicts of ``CATALOG_COLUMNS`` plus
         ``score`` (cosine similarity) and, when asked, ``thumbnail``. lance finds the row ids and
-        distances (and reads the thumbnails of those rows only); the other columns come from the
-        in-memory catalog (see ``pipeline.catalog`` for why)."""
+        distances (and reads the thumbnails of those rows only); with ``search_catalog`` the
+        other columns come from the in-memory catalog (see ``pipeline.catalog`` for why), else
+        lance reads them too."""
         table = self.segments_table(suffix)
         if table is None:
             return []
-        catalog = self._catalog(suffix, table)
+        catalog = self._catalog(suffix, table) if self.search_catalog else None
         query = (table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
                  .with_row_id(True))
         if where:
             query = query.where(where, prefilter=True)
         if exact:
             query = query.bypass_vector_index()
-        elif catalog.has_vector_index:
+        elif catalog.has_vector_index if catalog else table_has_vector_index(table):
             # Unfiltered: exactly `nprobes` partitions (letting lance probe on, maximum_nprobes 0,
             # cost 2.4x the latency for nothing). Under a filter, keep probing until `limit` rows
             # pass it, else a narrow filter's recall collapses (0.39 measured).
             ann = self.vector_index
             query = (query.minimum_nprobes(ann.nprobes).maximum_nprobes(0) if where
                      else query.nprobes(ann.nprobes)).refine_factor(ann.refine_factor)
-        hits = query.select(["_distance", "thumbnail"] if thumbnails else ["_distance"]).limit(limit).to_arrow()
+        columns = ["_distance", *(["thumbnail"] if thumbnails else []), *([] if catalog else CATALOG_COLUMNS)]
+        hits = query.select(columns).limit(limit).to_arrow()
         row_ids = hits.column("_rowid").to_numpy()
-        rows = catalog.rows(row_ids)
+        rows = catalog.rows(row_ids) if catalog else hits.select(list(CATALOG_COLUMNS)).to_pylist()
         if rows is None:  # written since the catalog was loaded
             rows = self._catalog(suffix, table, reload=True).rows(row_ids)
         if rows is None:  # written again meanwhile: read these rows from the table itself

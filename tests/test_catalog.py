@@ -1,6 +1,7 @@
 """Search reads row ids from lance and the rest of each hit from an in-memory catalog
-(``pipeline.catalog``): it must return exactly what asking lance for every column returns (the
-reference path), through writes, updates, deletes and compaction, by this store or another."""
+(``pipeline.catalog``), or from lance for a one-shot search: either way it must return exactly
+what asking lance for every column returns (the reference path), through writes, updates,
+deletes and compaction, by this store or another."""
 import numpy as np
 import pytest
 
@@ -47,9 +48,10 @@ def _same(store: VideoStore, queries, **kwargs) -> None:
             assert f["score"] == pytest.approx(1.0 - s["_distance"], abs=1e-6)
 
 
-def test_search_equals_the_all_columns_reference_through_writes(tmp_path):
+@pytest.mark.parametrize("catalog", [True, False], ids=["catalog", "one-shot"])
+def test_search_equals_the_all_columns_reference_through_writes(tmp_path, catalog):
     rng = np.random.default_rng(0)
-    store = VideoStore(str(tmp_path / "db"), vector_index=VectorIndexConfig(nprobes=4))
+    store = VideoStore(str(tmp_path / "db"), vector_index=VectorIndexConfig(nprobes=4), search_catalog=catalog)
     queries = rng.normal(size=(5, DIM)).astype(np.float32)
     store.replace_segments(SUFFIX, DIM, _rows(0, 300, rng), "false")
     _same(store, queries, exact=True)
