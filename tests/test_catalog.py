@@ -113,3 +113,17 @@ def test_hits_carry_their_own_thumbnails_only_when_asked(tmp_path):
     by_video = {r["video_id"]: r["thumbnail"] for r in rows}
     assert [h.thumbnail for h in hits] == [by_video[h.video_id] for h in hits]
     assert all(h.thumbnail == b"" for h in search_vector(store, SUFFIX, query, k=5, thumbnails=False))
+
+
+def test_rows_written_while_the_catalog_reloads_are_read_from_the_table(tmp_path, monkeypatch):
+    """The last resort (the table changed again between a reload and the lookup): the hits'
+    columns are read from lance, and still equal the reference."""
+    rng = np.random.default_rng(3)
+    store = VideoStore(str(tmp_path / "db"))
+    store.replace_segments(SUFFIX, DIM, _rows(0, 50, rng), "false")
+    stale = SegmentCatalog.load(store.segments_table(SUFFIX))
+    store.replace_segments(SUFFIX, DIM, _rows(50, 50, rng, tag="later"), "false")
+    monkeypatch.setattr(store, "_catalog", lambda suffix, table, reload=False: stale)
+    queries = rng.normal(size=(3, DIM)).astype(np.float32)
+    _same(store, queries, exact=True)
+    assert any(r["tags"] == ["later"] for q in queries for r in store.search_segments(SUFFIX, q, 100, exact=True))
