@@ -259,6 +259,29 @@ def test_search_text_filters_and_per_video(server, client):
     assert hits == []  # quotes are literals, not SQL
 
 
+def test_a_refined_search_does_not_encode_its_text_again(server, random_vit):
+    """Changing filters or top-k re-asks the same text: its embedding is reused, not recomputed."""
+    from app.service import VidsiftService
+
+    encoded = []
+
+    class CountingTexts:
+        def __getattr__(self, name):
+            return getattr(random_vit, name)
+
+        def encode_texts(self, texts):
+            encoded.append(list(texts))
+            return random_vit.encode_texts(texts)
+
+    service = VidsiftService(server.config, encoder=CountingTexts())
+    _, first, _ = service.search(query="a red circle", k=10)
+    _, narrowed, _ = service.search(query="a red circle", k=10, folder="/sub/")
+    _, again, _ = service.search(query="  a red circle ", k=3)
+    _, other, _ = service.search(query="a blue square", k=10)
+    assert encoded == [["a red circle"], ["a blue square"]]
+    assert again == first[:3] and 0 < len(narrowed) < len(first) and len(other) == len(first)
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     ({"query": "   "}, "query is empty"),
     ({"query": "x", "k": 0}, "minimum"),
