@@ -60,7 +60,8 @@ def fill(store: VideoStore, n: int, rng, centres, batch: int = 100_000) -> None:
             "n_frames": pa.array(np.full(size, 10), pa.int32()),
             "starts_scene": pa.array(np.ones(size, bool)),
             "model": pa.array(["bench"] * size), "tags": pa.array([[]] * size, pa.list_(pa.string())),
-            "thumbnail": pa.array([t.tobytes() for t in rng.integers(0, 256, (size, THUMBNAIL_BYTES), np.uint8)], pa.binary()),
+            "thumbnail": pa.array([t.tobytes() for t in rng.integers(0, 256, (size, THUMBNAIL_BYTES), np.uint8)],
+                                  pa.binary()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
         }, schema=segments_schema(DIM))
         table.add(data)
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
             catalog_s = time.perf_counter() - t
             exact_ms, truth = timed_search(store, queries, None, exact=True)
             exact_f_ms, truth_f = timed_search(store, queries, where, exact=True)
-            exact = {"fill_s": round(fill_s, 1), "catalog_load_s": round(catalog_s, 2), "exact_p50_ms": round(float(np.median(exact_ms)), 2),
+            exact = {"fill_s": round(fill_s, 1), "catalog_load_s": round(catalog_s, 2),
+                     "exact_p50_ms": round(float(np.median(exact_ms)), 2),
                      "exact_p95_ms": round(float(np.percentile(exact_ms, 95)), 2),
                      "filtered_exact_p50_ms": round(float(np.median(exact_f_ms)), 2)}
             for kind in args.kinds:
@@ -173,8 +175,8 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print_table(rows, ["n", "index", "nprobes", "refine", "build_s", "catalog_load_s", "exact_p50_ms", "ann_p50_ms", "ann_p95_ms", "ann_recall@10",
-                       "reference_p50_ms", "reference_over_ann_p50",
+    print_table(rows, ["n", "index", "nprobes", "refine", "build_s", "catalog_load_s", "exact_p50_ms", "ann_p50_ms",
+                       "ann_p95_ms", "ann_recall@10", "reference_p50_ms", "reference_over_ann_p50",
                        "filtered_exact_p50_ms", "filtered_ann_p50_ms", "filtered_ann_recall@10", "filtered_ann_p50_ms_without_btree"])
     write_json(args.out, {"rows": rows})
     return 0

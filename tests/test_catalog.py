@@ -91,7 +91,8 @@ def test_a_catalog_knows_only_the_rows_of_its_version(tmp_path):
     assert [r["segment_id"] for r in catalog.rows(ids)] == known.column("segment_id").to_pylist()[::-1]
     assert catalog.rows([]) == []
     table.add(_as_arrow(_rows(20, 5, rng)))
-    new_ids = store.segments_table(SUFFIX).to_lance().to_table(columns=[], with_row_id=True).column("_rowid").to_pylist()
+    grown = store.segments_table(SUFFIX).to_lance().to_table(columns=[], with_row_id=True)
+    new_ids = grown.column("_rowid").to_pylist()
     assert catalog.rows(new_ids) is None  # the table changed: the caller must reload
     assert SegmentCatalog.load(store.segments_table(SUFFIX)).rows(new_ids) is not None
 
