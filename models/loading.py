@@ -92,8 +92,7 @@ def preprocess_config(spec: ModelSpec) -> dict:
     ViT-B-32 there cost 1.7 s of CPU at every start-up, the real weights more."""
     import open_clip
 
-    checkpoint, overrides = resolve_weights(spec)
-    del checkpoint  # checked, not read
+    _checked_not_read, overrides = resolve_weights(spec)
     with torch.device("meta"):
         model = open_clip.create_model(spec.name, pretrained=None, device="meta", **_create_model_overrides(overrides))
     return dict(model.visual.preprocess_cfg)

@@ -299,9 +299,8 @@ class VideoStore:
                 return names
 
     def _open_or_create(self, name: str, schema: pa.Schema):
-        if name in self._names():
-            return self.db.open_table(name)
-        return self.db.create_table(name, schema=schema, exist_ok=True)
+        table = self._open(name)
+        return table if table is not None else self.db.create_table(name, schema=schema, exist_ok=True)
 
     def _open(self, name: str):
         """The table, or None if it does not exist (one call: listing the tables first doubled

@@ -197,8 +197,7 @@ def _embed_resources(ray, cluster: ClusterConfig) -> dict:
 
 def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: IndexConfig,
                   cluster: ClusterConfig = ClusterConfig(), build_index: bool = False,
-                  preprocess_cfg: dict | None = None, embed_dim: int | None = None,
-                  progress: bool = True) -> JobReport:
+                  preprocess_cfg: dict | None = None, progress: bool = True) -> JobReport:
     """Index ``paths`` into ``store`` with ``spec``; resumable (done videos are skipped). One job
     per database at a time (``VideoStore.exclusive_writer``)."""
     with store.exclusive_writer():
