@@ -8,12 +8,14 @@ Exit statuses of `vidsift index`: 0 all indexed (or already were), 3 completed w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
 from models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_spec
+from pipeline.errors import InputError
 from pipeline.indexing import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipeline.search import format_timestamp
 
@@ -28,9 +30,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=os.environ.get("VIDSIFT_PRETRAINED"),
                         help=f"pretrained tag (default {DEFAULT_PRETRAINED}; bundled models: their own "
                              "weights), a local checkpoint path, or 'none' for random weights")
+    _storage(parser)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def _storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage-option", action="append", default=[], dest="storage_options",
+                        metavar="KEY=VALUE",
+                        help="object-storage option for the archive and the inputs (repeatable), e.g. "
+                             "endpoint=http://127.0.0.1:9000 allow_http=true region=us-east-1; the standard "
+                             "AWS_*/GOOGLE_*/AZURE_* environment variables work too")
 
 
 def _sampling(parser: argparse.ArgumentParser) -> None:
@@ -63,12 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="folders, video files, or .txt lists of paths")
     _common(p)
     _sampling(p)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: auto, or HOST:6379 (default: start Ray locally; inside a Ray Job, its cluster)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs for local Ray (default: all)")
     p.add_argument("--embed-workers", type=int, default=None, help="embedding actors (default: one per GPU, else 1)")
     p.add_argument("--embed-threads", type=int, default=None,
                    help="torch threads of each CPU embedding actor (default: the CPUs divided by the actors)")
     p.add_argument("--batch-size", type=int, default=64, help="frames per encoder batch (default 64)")
+    p.add_argument("--attempts", type=int, default=3,
+                   help="tries per video when its decoding process dies or times out (default 3)")
+    p.add_argument("--video-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="time a video may take, plus 1 s per sampled frame once its length is known (default 300)")
     p.add_argument("--build-index", action="store_true", help="build the ANN index after indexing")
     p.add_argument("--no-ray", action="store_true", help="run in this process without Ray (small jobs)")
     p.add_argument("--no-frames", action="store_true",
@@ -167,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="what is indexed, what failed and why")
     p.add_argument("--db", default=os.environ.get("VIDSIFT_DB", DEFAULT_DB))
+    _storage(p)
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -200,32 +217,71 @@ def _emit(args, payload, human: str) -> None:
         print(human)
 
 
+def _storage_options(args) -> dict:
+    from pipeline.storage import parse_storage_options
+
+    return parse_storage_options(args.storage_options)
+
+
+@contextlib.contextmanager
+def _stdout_for_json_only(args):
+    """With --json, stdout carries the JSON and nothing else: everything else written to it while
+    the job runs (Ray's "(raylet) ..." lines come from its native code and its processes) goes
+    to stderr, at the file-descriptor level."""
+    if not args.json:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _shutdown_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
 def cmd_index(args) -> int:
-    from pipeline.sources import discover
+    from pipeline.storage import is_remote, list_inputs
     from pipeline.store import VideoStore
 
     config = _index_config(args)
     spec = _spec(args)
-    paths = discover(args.inputs)
-    store = VideoStore(args.db)
+    options = _storage_options(args)
     if args.no_ray:
         from models.encoder import ClipEncoder
         from pipeline.indexing import index_sequential
 
+        if any(is_remote(item) for item in args.inputs):
+            raise InputError("--no-ray indexes local files only: drop --no-ray to index from object storage")
+        paths = [listed.path for listed in list_inputs(args.inputs)]
+        store = VideoStore(args.db, storage_options=options)
         report = index_sequential(store, ClipEncoder.from_spec(spec), paths, config)
         if args.build_index:
             report.ann_index = store.build_vector_index(spec.table_suffix)
     else:
         from workers.job import ClusterConfig, run_index_job
 
-        if args.batch_size < 1 or args.batch_size > 4096:
-            raise ValueError(f"--batch-size must be between 1 and 4096, got {args.batch_size}")
-        if args.embed_threads is not None and not 1 <= args.embed_threads <= 1024:
-            raise ValueError(f"--embed-threads must be between 1 and 1024, got {args.embed_threads}")
         cluster = ClusterConfig(address=args.address, num_cpus=args.num_cpus, embed_actors=args.embed_workers,
-                                embed_threads=args.embed_threads, batch_size=args.batch_size)
-        report = run_index_job(store, spec, paths, config, cluster, build_index=args.build_index,
-                               progress=not (args.quiet or args.json))
+                                embed_threads=args.embed_threads, batch_size=args.batch_size,
+                                attempts=args.attempts, video_timeout_s=args.video_timeout)
+        listed = list_inputs(args.inputs, options)
+        store = VideoStore(args.db, storage_options=options)
+        with _stdout_for_json_only(args):
+            try:
+                report = run_index_job(store, spec, listed, config, cluster, build_index=args.build_index,
+                                       progress=not (args.quiet or args.json), storage_options=options)
+            finally:
+                _shutdown_ray()  # now, while stdout still goes to stderr: Ray says goodbye on stdout
     lines = [f"{report.indexed} indexed, {report.skipped} already indexed, {len(report.failures)} failed "
              f"of {report.total} files ({report.frames} frames, {report.seconds:.1f} s) into {args.db} "
              f"[{spec.key}]"]
@@ -241,14 +297,13 @@ def cmd_search(args) -> int:
     from pipeline.search import search_text
     from pipeline.store import VideoStore
 
-    from pipeline.errors import InputError
     from pipeline.search import MAX_K, require_indexed
 
     if not args.query.strip():
         raise InputError("The search query is empty: describe what you are looking for.")
     if not 1 <= args.k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {args.k}")
-    store = VideoStore(args.db, search_catalog=False)  # one search: the catalog would not pay for itself
+    store = VideoStore(args.db, storage_options=_storage_options(args), search_catalog=False)  # one search: the catalog would not pay for itself
     spec = _spec(args)
     require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
     hits = search_text(store, ClipEncoder.from_spec(spec), args.query, k=args.k, per_video=args.per_video,
@@ -307,7 +362,7 @@ def cmd_status(args) -> int:
     if "://" not in args.db and not Path(args.db).exists():
         _emit(args, {"db": args.db, "models": [], "failures": []}, f"{args.db}: nothing indexed yet")
         return EXIT_OK
-    store = VideoStore(args.db)
+    store = VideoStore(args.db, storage_options=_storage_options(args))
     models = store.summary()
     failures = [{**f, "time": f["time"].isoformat()} for f in store.failures()]
     lines = [f"database {args.db}"]
@@ -423,7 +478,7 @@ def cmd_resegment(args) -> int:
     from pipeline.search import require_indexed
     from pipeline.store import VideoStore
 
-    store = VideoStore(args.db)
+    store = VideoStore(args.db, storage_options=_storage_options(args))
     spec = _spec(args)
     require_indexed(store, spec)
     report = resegment_store(store, spec, _segment_config(args))
@@ -492,7 +547,8 @@ COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, 
 
 def main(argv: list[str] | None = None) -> int:
     from models.loading import ModelUnavailableError
-    from pipeline.errors import InputError, StoreBusyError, VideoError
+    from pipeline.errors import StoreBusyError, VideoError
+    from pipeline.storage import StorageError
 
     args = build_parser().parse_args(argv)
     try:
@@ -500,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as exc:
         print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ModelUnavailableError, VideoError, StoreBusyError) as exc:
+    except (ModelUnavailableError, VideoError, StoreBusyError, StorageError) as exc:
         print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # a bug or an infrastructure failure: one line, the traceback on demand

@@ -86,16 +86,26 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 
 def preprocess_config(spec: ModelSpec) -> dict:
     """The model's image preprocessing (size, resize mode, mean/std), exactly what ``load_model``
-    gives, without reading the weights: open_clip builds the model on torch's ``meta`` device, where
-    nothing is allocated or initialised. The weights are still checked (a missing checkpoint or an
-    unreachable tag fails here, at once). The indexing job's driver needs only this: building
-    ViT-B-32 there cost 1.7 s of CPU at every start-up, the real weights more."""
+    gives, without reading the weights (see ``model_outline``)."""
+    return model_outline(spec)[0]
+
+
+def model_outline(spec: ModelSpec) -> tuple[dict, int]:
+    """(image preprocessing, embedding width) of ``spec``'s model without reading its weights:
+    open_clip builds the model on torch's ``meta`` device, where nothing is allocated or computed,
+    and the width is the shape an image comes out with there. The weights are still checked (a
+    missing checkpoint or an unreachable tag fails here, at once). The indexing job's driver
+    needs only this: building ViT-B-32 there cost 1.7 s of CPU at every start-up, the real
+    weights more."""
     import open_clip
 
     _checked_not_read, overrides = resolve_weights(spec)
     with torch.device("meta"):
         model = open_clip.create_model(spec.name, pretrained=None, device="meta", **_create_model_overrides(overrides))
-    return dict(model.visual.preprocess_cfg)
+        cfg = dict(model.visual.preprocess_cfg)
+        size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+        width = int(model.encode_image(torch.empty(1, 3, size, size, device="meta")).shape[-1])
+    return cfg, width
 
 
 def _create_model_overrides(overrides: dict) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +20,7 @@ from .errors import VideoError
 from .frames import FrameTransform
 from .segments import build_segments, mean_pool
 from .sources import VideoFile, identify
+from .staging import StagedVideo, StagingTarget, stage_record
 from .store import Failure, FrameRows, SegmentRow, VideoRecord, VideoStore
 
 # Exit statuses of an indexing run, shared by the CLI and the docs.
@@ -28,15 +29,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vectors: np.ndarray,
                     thumbnails: list[bytes], config: IndexConfig, model_key: str,
-                    tags: tuple[str, ...] = ()) -> VideoRecord:
-    """Pool one video's frame vectors into segments and a video vector."""
+                    tags: tuple[str, ...] = (), local_path: str | None = None) -> VideoRecord:
+    """Pool one video's frame vectors into segments and a video vector. ``local_path``: where the
+    bytes are on this machine when ``video.path`` is not (a scratch copy of an s3:// object),
+    for placing scene cuts on the frame."""
     if len(times) == 0:
         raise VideoError(video.path, "decode", "no frames could be sampled")
     order = np.argsort(times, kind="stable")
     times, vectors = times[order], vectors[order]
     thumbnails = [thumbnails[i] for i in order]
     segments = build_segments(times, vectors, info.duration, config.segments,
-                              cuts=_exact_cuts(video.path, times, vectors, info.duration, config.segments,
+                              cuts=_exact_cuts(local_path or video.path, times, vectors, info.duration, config.segments,
                                                frame_size=(info.height, info.width)))
     return VideoRecord(
         video_id=video.video_id, path=video.path, size_bytes=video.size_bytes, mtime_ns=video.mtime_ns,
@@ -73,12 +76,34 @@ def embed_video(path: str, encoder, config: IndexConfig, batch_size: int = 64) -
     """Decode and embed one video in this process (bounded memory: one chunk of frames at a time)."""
     transform = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)
     info, chunks = decode_video(path, transform, config)
+    return embed_chunks(path, info, chunks, encode_now(encoder), batch_size)
+
+
+def encode_now(encoder) -> Callable[[np.ndarray], Callable[[], np.ndarray]]:
+    """``embed_chunks``' encode function for an encoder in this process: encodes at once."""
+    def submit(pixels: np.ndarray) -> Callable[[], np.ndarray]:
+        vectors = encoder.encode_pixels(pixels)
+        return lambda: vectors
+    return submit
+
+
+def embed_chunks(path: str, info: VideoInfo, chunks: Iterable, encode: Callable[[np.ndarray], Callable[[], np.ndarray]],
+                 batch_size: int = 64) -> EmbeddedVideo:
+    """Embed decoded chunks ``batch_size`` frames at a time. ``encode(pixels)`` submits a batch and
+    returns a function that waits for its vectors, so with a remote encoder (a GPU actor) the next
+    batch is decoded while the previous one is embedded; one batch is in flight at a time, which
+    bounds the frames held here."""
     times, vectors, thumbs = [], [], []
     pending, pending_times = [], []
+    in_flight: Callable[[], np.ndarray] | None = None
 
-    def flush():
+    def submit():
+        nonlocal in_flight
+        if in_flight is not None:
+            vectors.append(in_flight())
+            in_flight = None
         if pending:
-            vectors.append(encoder.encode_pixels(np.concatenate(pending)))
+            in_flight = encode(np.concatenate(pending))
             times.append(np.concatenate(pending_times))
             pending.clear()
             pending_times.clear()
@@ -88,8 +113,9 @@ def embed_video(path: str, encoder, config: IndexConfig, batch_size: int = 64) -
         pending_times.append(chunk.times)
         thumbs.extend(chunk.thumbnails)
         if sum(len(p) for p in pending) >= batch_size:
-            flush()
-    flush()
+            submit()
+    submit()
+    submit()  # collect the last batch in flight
     if not times:
         raise VideoError(path, "decode", "no frames could be sampled")
     return EmbeddedVideo(info, np.concatenate(times), np.concatenate(vectors), thumbs)
@@ -138,6 +164,74 @@ class JobReport:
             "failures": [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in self.failures],
             "exit_status": self.exit_status,
         }
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A listed file that needs work. ``stored_id``: the id stored for this path (the file's size
+    or mtime changed): the worker hashes the bytes and stops if they are still the same video."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    stored_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Probed:
+    """A worker opened the video: its duration sets the time the rest of it may take."""
+
+    duration: float
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """The bytes hash to the video already stored for this path (only the mtime changed)."""
+
+    path: str
+    video_id: str
+    mtime_ns: int
+
+
+def plan_listing(listed: Iterable, known: dict[str, dict], report: JobReport) -> list[WorkItem]:
+    """The listed files (``pipeline.storage.ListedFile``) that need work, decided without reading
+    any of them: a file whose path, size and mtime match a stored video is done. Identity (a hash
+    of the bytes) is left to the worker that reads them anyway (``process_video``)."""
+    todo: list[WorkItem] = []
+    for listed_file in listed:
+        report.total += 1
+        row = known.get(listed_file.path)
+        if row and row["size_bytes"] == listed_file.size_bytes and row["mtime_ns"] == listed_file.mtime_ns:
+            report.skipped += 1
+        else:
+            todo.append(WorkItem(listed_file.path, listed_file.size_bytes, listed_file.mtime_ns,
+                                 row["video_id"] if row else None))
+    return todo
+
+
+def process_video(item: WorkItem, encode: Callable[[np.ndarray], Callable[[], np.ndarray]], preprocess_cfg: dict,
+                  config: IndexConfig, target: StagingTarget, batch_size: int = 64,
+                  scratch_dir: str | None = None) -> Iterator[Probed | Unchanged | StagedVideo]:
+    """One video on the worker that reads it: copy (object storage) and hash its bytes, decode,
+    embed (``encode``), segment and place cuts beside the file, and write its rows as uncommitted
+    fragments. Yields ``Probed`` once the video is open, then the ``StagedVideo`` (or
+    ``Unchanged``). Failures raise ``VideoError`` naming ``item.path``, never a scratch copy."""
+    from .storage import readable_copy
+
+    with readable_copy(item.path, target.storage_options, scratch_dir) as (local, video_id):
+        if video_id == item.stored_id:
+            yield Unchanged(item.path, video_id, item.mtime_ns)
+            return
+        try:
+            info, chunks = decode_video(local, FrameTransform.from_preprocess_cfg(preprocess_cfg), config)
+            yield Probed(info.duration)
+            embedded = embed_chunks(local, info, chunks, encode, batch_size)
+            video = VideoFile(path=item.path, video_id=video_id, size_bytes=item.size_bytes, mtime_ns=item.mtime_ns)
+            record = assemble_record(video, info, embedded.times, embedded.vectors, embedded.thumbnails, config,
+                                     target.model_key, local_path=local)
+        except VideoError as exc:
+            raise VideoError(item.path, exc.stage, exc.reason) from None
+        yield stage_record(record, target)
 
 
 def plan_work(writer: "RecordWriter", paths: Iterable[str]) -> list[VideoFile]:

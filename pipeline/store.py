@@ -252,7 +252,8 @@ class VideoStore:
         self.uri = uri
         self.vector_index = vector_index
         self.search_catalog = search_catalog
-        self.db = lancedb.connect(uri, storage_options=storage_options)
+        with self._reaching():
+            self.db = lancedb.connect(uri, storage_options=storage_options)
         self._catalogs: dict[str, SegmentCatalog] = {}  # per model suffix, see ``search_segments``
 
     @contextlib.contextmanager
@@ -300,17 +301,39 @@ class VideoStore:
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         table = self._open(name)
-        return table if table is not None else self.db.create_table(name, schema=schema, exist_ok=True)
+        if table is not None:
+            return table
+        with self._reaching():
+            return self.db.create_table(name, schema=schema, exist_ok=True)
 
     def _open(self, name: str):
         """The table, or None if it does not exist (one call: listing the tables first doubled
         the cost of opening one, which every search pays)."""
         try:
-            return self.db.open_table(name)
+            with self._reaching():
+                return self.db.open_table(name)
         except ValueError as exc:  # LanceDB: "Table 'name' was not found"
             if "not found" in str(exc):
                 return None
             raise
+
+    @contextlib.contextmanager
+    def _reaching(self):
+        """LanceDB's errors for a store it cannot reach or is refused by are Rust debug dumps;
+        turn them into one line naming the URI and the cause (``pipeline.storage``)."""
+        try:
+            yield
+        except ValueError as exc:
+            if "not found" in str(exc) and "bucket" not in str(exc).lower():
+                raise
+            raise self._unreachable(exc) from None
+        except (OSError, RuntimeError) as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: BaseException) -> Exception:
+        from .storage import StorageError, explain_storage_error
+
+        return StorageError(explain_storage_error(self.uri, exc))
 
     @staticmethod
     def segments_table_name(suffix: str) -> str:
@@ -418,6 +441,34 @@ class VideoStore:
         return [r["video_id"] for r in
                 videos.search().where(sql_in("path", paths)).select(["video_id"]).limit(None).to_list()]
 
+    def write_video_rows(self, suffix: str, dim: int, rows: list[dict], replaced_ids: list[str]) -> None:
+        """Add video rows, removing the rows of the videos they replace (one commit, two with
+        replacements)."""
+        videos = self.videos_table(suffix, dim)
+        if replaced_ids:
+            videos.delete(sql_in("video_id", replaced_ids))
+        if rows:
+            videos.add(to_arrow(rows, videos_schema(dim)))
+
+    def clear_orphans(self, suffix: str, chunk: int = 2000) -> int:
+        """Delete segment and frame rows whose video has no video row: what a job that crashed
+        between committing a batch's fragments and its video rows left behind. Reads the
+        ``video_id`` column of each table once (a job calls it once, before it writes)."""
+        videos = self.videos_table(suffix)
+        if videos is None:
+            return 0
+        done = set(videos.to_lance().to_table(columns=["video_id"]).column(0).to_pylist())
+        removed = 0
+        for table in (self.segments_table(suffix), self.frames_table(suffix)):
+            if table is None:
+                continue
+            ids = set(table.to_lance().to_table(columns=["video_id"]).column(0).unique().to_pylist())
+            orphans = sorted(ids - done)
+            for begin in range(0, len(orphans), chunk):
+                table.delete(sql_in("video_id", orphans[begin:begin + chunk]))
+            removed += len(orphans)
+        return removed
+
     def delete_unfinished(self, suffix: str, video_ids: list[str], paths: list[str], chunk: int = 2000) -> None:
         """Remove the segment and frame rows of videos that have no video row (``video_ids``, or at
         ``paths``): what a run that crashed between its commits left behind. A job calls it once,
@@ -503,8 +554,9 @@ class VideoStore:
             table.create_index(column, config=BTree(), replace=True)
 
     def optimize(self, suffix: str) -> None:
-        """Fold new rows into the ANN index and compact small fragments."""
-        for table in (self.segments_table(suffix), self.videos_table(suffix)):
+        """Fold new rows into the ANN index and compact small fragments (the Ray job writes a
+        fragment per video)."""
+        for table in (self.segments_table(suffix), self.videos_table(suffix), self.frames_table(suffix)):
             if table is not None:
                 table.optimize()
 

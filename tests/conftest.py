@@ -70,3 +70,13 @@ def writer_held_by_another_process(db):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """One S3-compatible server (moto on a free loopback port) for the session, stopped by its PID.
+    Its bucket ``vidsift`` exists; tests make others with ``s3.make_bucket``."""
+    from tests.s3_server import s3_server
+
+    with s3_server(buckets=("vidsift",), log_path=tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server

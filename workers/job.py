@@ -1,158 +1,78 @@
-"""The indexing job on Ray Data: decode on CPU tasks, embed on an actor pool (GPU when present),
-pool and write on the driver.
+"""The indexing job on Ray: the driver lists and coordinates, workers do everything per byte and
+per frame.
 
-    paths -> [decode: CPU tasks, one video each] -> frame batches spanning videos
-          -> [embed: actor pool, model loaded once per actor] -> vectors
-          -> driver: group by video, pool into segments, write to LanceDB in batches
+    driver:  list inputs (sizes, mtimes) -> skip what is stored -> one task per video
+             -> commit the fragments workers wrote, every few seconds -> report
+    workers: ``workers.tasks.video_task`` (read, hash, decode, segment, write fragments) and the
+             embedding actors (one per GPU; without GPUs, one per node using its CPUs)
 
-Each decode task streams a video in chunks and ends it with an "end" row carrying the video's
-metadata, or an "error" row with the cause; the driver completes a video when all its frames and
-its end row have arrived. A decode task that dies in native code (decord can abort the process)
-loses its rows: the driver records every video that never completed as a failure, so no file
-vanishes silently (as it would with ``ray.data.read_videos`` and tolerated errors).
+Why tasks per video rather than a Ray Data pipeline: a video's frames must meet again after
+embedding (segmentation needs all of them), and Ray Data can only bring them together on the
+driver, which then handled every vector and thumbnail; and its tasks retry without limit and
+without a time limit, so a file that kills or hangs its decoder stalled the job forever. Here each
+video is one task the driver can time, retry a bounded number of times and finally record, with
+the node and the cause, while the job goes on. Nodes may join (the window of tasks in flight
+follows the cluster's CPUs) and leave (their tasks are retried elsewhere).
 """
 from __future__ import annotations
 
-import json
+import collections
 import logging
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from models.spec import ModelSpec
 from pipeline.config import IndexConfig
-from pipeline.decode import VideoInfo, decode_video
-from pipeline.errors import VideoError
-from pipeline.frames import FrameTransform
-from pipeline.indexing import JobReport, RecordWriter, assemble_record, plan_work
-from pipeline.sources import VideoFile
+from pipeline.errors import InputError
+from pipeline.indexing import JobReport, Probed, Unchanged, WorkItem, plan_listing
+from pipeline.staging import StagedVideo, StagedWriter, prepare_target
+from pipeline.storage import ListedFile, stat_input
 from pipeline.store import ANN_AUTO_THRESHOLD, VideoStore
 
-KIND_FRAME, KIND_END, KIND_ERROR = 0, 1, 2
-BLOCK_BYTES = 2 * 2**20
+from .tasks import EmbedActor, Failed, Started, video_task
+
+log = logging.getLogger(__name__)
+
+RAY_JOBS_HINT = ("submit the job with Ray Jobs instead: ray job submit --address http://HEAD:8265 "
+                 "--working-dir . -- vidsift index ...")
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Where and how wide the job runs. ``address=None`` starts a local Ray on this machine."""
+    """Where and how wide the job runs. ``address=None`` starts a local Ray on this machine (or
+    joins the cluster of the Ray Job it runs in, ``RAY_ADDRESS``)."""
 
     address: str | None = None
     num_cpus: int | None = None      # local Ray only: CPUs to use (default: all)
-    embed_actors: int | None = None  # default: one per GPU, else one
-    embed_threads: int | None = None  # torch threads per CPU actor (default: the CPUs / actors)
-    batch_size: int = 64             # frames per encoder call; batches span videos
+    embed_actors: int | None = None  # default: one per GPU, else one per node
+    embed_threads: int | None = None  # torch threads per CPU actor (default: its node's CPUs)
+    batch_size: int = 64             # frames per encoder call
+    attempts: int = 3                # tries per video when its process dies or it times out
+    video_timeout_s: float = 300.0   # time allowed per video before it is opened (read, copy, hash) ...
+    seconds_per_frame: float = 1.0   # ... plus this per sampled frame once its duration is known
+
+    def __post_init__(self):
+        if self.address and self.address.startswith("ray://"):
+            raise InputError(f"--address {self.address}: Ray Client (ray://) is not supported (Ray's own "
+                             f"libraries fail over it); {RAY_JOBS_HINT}")
+        for name, low, high in (("num_cpus", 1, 100_000), ("embed_actors", 1, 10_000), ("embed_threads", 1, 1024),
+                                ("batch_size", 1, 4096), ("attempts", 1, 100)):
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                raise InputError(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
+        if not 1 <= self.video_timeout_s <= 7 * 86_400:
+            raise InputError(f"--video-timeout must be between 1 s and a week, got {self.video_timeout_s}")
 
 
-def _rows(video: VideoFile, kind: int, size: tuple[int, int], n: int = 1, **values) -> dict:
-    """A batch in the job's one schema; unused columns get empty values."""
-    return {
-        "video_id": np.array([video.video_id] * n, dtype=object),
-        "kind": np.full(n, kind, dtype=np.int8),
-        "time": values.get("time", np.zeros(n)),
-        "pixels": values.get("pixels", np.zeros((n, size[0], size[1], 3), dtype=np.uint8)),
-        "thumbnail": np.array(values.get("thumbnails", [b""] * n), dtype=object),
-        "meta": np.array([values.get("meta", "")] * n, dtype=object),
-    }
-
-
-def decode_task(batch: dict, *, preprocess_cfg: dict, config: IndexConfig) -> Iterator[dict]:
-    """Ray Data UDF: one input row = one video; yields its frames chunk by chunk, then end/error."""
-    transform = FrameTransform.from_preprocess_cfg(preprocess_cfg)
-    for record in batch["video"]:
-        video = VideoFile(**json.loads(record))
-        try:
-            info, chunks = decode_video(video.path, transform, config)
-            n = 0
-            for chunk in chunks:
-                yield _rows(video, KIND_FRAME, transform.size, len(chunk.times), time=chunk.times,
-                            pixels=chunk.pixels, thumbnails=chunk.thumbnails)
-                n += len(chunk.times)
-            yield _rows(video, KIND_END, transform.size, meta=json.dumps({"info": asdict(info), "n": n}))
-        except VideoError as exc:
-            yield _rows(video, KIND_ERROR, transform.size, meta=json.dumps({"stage": exc.stage, "reason": exc.reason}))
-        except Exception as exc:  # never let one file stop the job
-            yield _rows(video, KIND_ERROR, transform.size,
-                        meta=json.dumps({"stage": "decode", "reason": f"{type(exc).__name__}: {exc}"[:300]}))
-
-
-class EmbedActor:
-    """Ray Data actor: loads the model once, embeds the frame rows of each batch."""
-
-    def __init__(self, spec: dict, threads: int):
-        import torch
-
-        from models.encoder import ClipEncoder
-
-        torch.set_num_threads(max(1, threads))
-        self.encoder = ClipEncoder.from_spec(ModelSpec(**spec))
-        self.dim = self.encoder.embed_dim
-
-    def __call__(self, batch: dict) -> dict:
-        frames = batch["kind"] == KIND_FRAME
-        vectors = np.zeros((len(frames), self.dim), dtype=np.float32)
-        if frames.any():
-            vectors[frames] = self.encoder.encode_pixels(batch["pixels"][frames])
-        out = {key: value for key, value in batch.items() if key != "pixels"}
-        out["vector"] = vectors
-        return out
-
-
-class _Assembler:
-    """Driver side: collects the rows of each video until it is complete."""
-
-    def __init__(self, todo: list[VideoFile], writer: RecordWriter, config: IndexConfig, model_key: str):
-        self.videos = {v.video_id: v for v in todo}
-        self.pending = {v.video_id: {"times": [], "vectors": [], "thumbs": [], "end": None} for v in todo}
-        self.writer, self.config, self.model_key = writer, config, model_key
-        self.frames = 0
-
-    def feed(self, batch: dict) -> int:
-        """Consume a batch; return how many videos it completed."""
-        completed = 0
-        for i, video_id in enumerate(batch["video_id"]):
-            state = self.pending.get(video_id)
-            if state is None:
-                continue  # video already failed; drop its stragglers
-            kind = int(batch["kind"][i])
-            if kind == KIND_FRAME:
-                state["times"].append(float(batch["time"][i]))
-                state["vectors"].append(batch["vector"][i])
-                state["thumbs"].append(batch["thumbnail"][i])
-                self.frames += 1
-            elif kind == KIND_END:
-                state["end"] = json.loads(batch["meta"][i])
-            else:
-                meta = json.loads(batch["meta"][i])
-                self.writer.fail(self.videos[video_id].path, meta["stage"], meta["reason"])
-                del self.pending[video_id]
-                completed += 1
-                continue
-            if state["end"] is not None and len(state["times"]) == state["end"]["n"]:
-                completed += self._finish(video_id, state)
-        return completed
-
-    def _finish(self, video_id: str, state: dict) -> int:
-        video = self.videos[video_id]
-        del self.pending[video_id]
-        try:
-            record = assemble_record(video, VideoInfo(**state["end"]["info"]), np.asarray(state["times"]),
-                                     np.stack(state["vectors"]) if state["vectors"] else np.zeros((0, 1)),
-                                     state["thumbs"], self.config, self.model_key)
-        except VideoError as exc:
-            self.writer.fail(exc.path, exc.stage, exc.reason)
-        else:
-            self.writer.add(record)
-        return 1
-
-    def abandon_unfinished(self) -> None:
-        for video_id in list(self.pending):
-            self.writer.fail(self.videos[video_id].path, "decode",
-                             "the decoding worker died before finishing this video (crash in the decoder?)")
-            del self.pending[video_id]
+@dataclass
+class _Attempt:
+    item: WorkItem
+    tries: int
+    started: float = 0.0
+    deadline: float = float("inf")
+    node: str = "unknown node"
 
 
 def _init_ray(cluster: ClusterConfig):
@@ -164,104 +84,222 @@ def _init_ray(cluster: ClusterConfig):
         return ray
     # Ray's processes are fork+exec'd, so lancedb's fork warning does not apply to them.
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
-    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True,
-                  logging_level="ERROR")
-    if cluster.address:
-        # Ship our code to the cluster's workers; their Python environment supplies the dependencies.
-        import models
-        import pipeline
-        import workers
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    address = cluster.address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+            # Ship our code to the cluster's workers; their Python environment supplies the
+            # dependencies. (Inside a Ray Job the job's own --working-dir already does.)
+            import models
+            import pipeline
+            import workers
 
-        kwargs["runtime_env"] = {"py_modules": [os.path.dirname(m.__file__) for m in (models, pipeline, workers)]}
-        ray.init(address=cluster.address, **kwargs)
-    else:
-        ray.init(num_cpus=cluster.num_cpus, **kwargs)
+            kwargs["runtime_env"] = {"py_modules": [os.path.dirname(m.__file__) for m in (models, pipeline, workers)]}
+        ray.init(address=address, **kwargs)
+    else:  # a fresh local instance, never a cluster that `ray start` left on this machine
+        ray.init(address="local", num_cpus=cluster.num_cpus, **kwargs)
     return ray
 
 
-def _embed_resources(ray, cluster: ClusterConfig) -> dict:
-    """One actor per GPU when the cluster has GPUs. Without GPUs, one actor whose torch threads
-    span every CPU but which reserves none: decode tasks keep every CPU slot (an actor holding CPUs
-    starves them, see field notes), and the OS shares the cores between decoding and encoding as
-    their costs dictate, so the heavier stage, whichever it is, gets the whole machine when the
-    other one idles (``bench/throughput.py`` measured the alternatives)."""
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = int(resources.get("CPU", 1))
+def _start_embedders(ray, spec: ModelSpec, cluster: ClusterConfig) -> dict[str, list]:
+    """Embedding actors, by node id. With GPUs: one actor per GPU (``embed_actors`` to cap),
+    placed by Ray. Without: one per node with CPUs, pinned there, whose torch threads span the
+    node's CPUs but reserve none: decode tasks keep every CPU slot (an actor holding CPUs starves
+    them, field notes) and the OS shares the cores between decoding and encoding as their costs
+    dictate (``bench/throughput.py``). Each video task uses an actor on its own node when there
+    is one, so frames do not cross the network."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    options = dict(max_restarts=-1, max_task_retries=3, max_concurrency=2)
+    remote = ray.remote(EmbedActor)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus:
-        return {"concurrency": cluster.embed_actors or gpus, "num_gpus": 1, "num_cpus": 1, "threads": 1}
-    actors = cluster.embed_actors or 1
-    threads = cluster.embed_threads or max(1, cpus // actors)
-    return {"concurrency": actors, "num_gpus": 0, "num_cpus": 0, "threads": threads}
+        actors = [remote.options(num_gpus=1, num_cpus=1, **options).remote(asdict(spec), 1)
+                  for _ in range(min(gpus, cluster.embed_actors or gpus))]
+        nodes = ray.get([actor.node_id.remote() for actor in actors])
+        by_node: dict[str, list] = collections.defaultdict(list)
+        for node, actor in zip(nodes, actors):
+            by_node[node].append(actor)
+        return dict(by_node)
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    by_node = {}
+    for node in nodes[:cluster.embed_actors or len(nodes)]:
+        threads = cluster.embed_threads or max(1, int(node["Resources"]["CPU"]))
+        strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
+        by_node[node["NodeID"]] = [remote.options(num_cpus=0, scheduling_strategy=strategy, **options)
+                                   .remote(asdict(spec), threads)]
+    return by_node
 
 
-def run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: IndexConfig,
+def _as_listed(paths: list) -> list[ListedFile]:
+    return [p if isinstance(p, ListedFile) else stat_input(p) for p in paths]
+
+
+def run_index_job(store: VideoStore, spec: ModelSpec, paths: list, config: IndexConfig,
                   cluster: ClusterConfig = ClusterConfig(), build_index: bool = False,
-                  preprocess_cfg: dict | None = None, progress: bool = True) -> JobReport:
-    """Index ``paths`` into ``store`` with ``spec``; resumable (done videos are skipped). One job
-    per database at a time (``VideoStore.exclusive_writer``)."""
+                  preprocess_cfg: dict | None = None, progress: bool = True,
+                  storage_options: dict | None = None) -> JobReport:
+    """Index ``paths`` (``ListedFile``s from ``pipeline.storage.list_inputs``, or local paths)
+    into ``store`` with ``spec``; resumable (stored videos are skipped without being read). One
+    job per database at a time (``VideoStore.exclusive_writer``). ``storage_options`` reach the
+    inputs and the archive on object storage."""
     with store.exclusive_writer():
-        return _run_index_job(store, spec, paths, config, cluster, build_index, preprocess_cfg, progress)
+        return _run(store, spec, _as_listed(paths), config, cluster, build_index, progress, storage_options or {})
 
 
-def _run_index_job(store: VideoStore, spec: ModelSpec, paths: list[str], config: IndexConfig,
-                   cluster: ClusterConfig, build_index: bool, preprocess_cfg: dict | None,
-                   progress: bool) -> JobReport:
-    from tqdm import tqdm
+def _run(store: VideoStore, spec: ModelSpec, listed: list[ListedFile], config: IndexConfig,
+         cluster: ClusterConfig, build_index: bool, progress: bool, storage_options: dict) -> JobReport:
+    from models.loading import model_outline
 
     report = JobReport()
     suffix = spec.table_suffix
-    writer = RecordWriter(store, spec.key, suffix, report)
-    todo = plan_work(writer, paths)
+    known = store.indexed_files(suffix)
+    todo = plan_listing(listed, known, report)
     if todo:
         # Ray starts (its own processes; this thread mostly waits) while a helper thread imports
         # open_clip and checks the model: the two largest start-up costs overlap instead of adding
         # up. Ray stays in the main thread: its processes die with the thread that started them.
-        from models.loading import preprocess_config
-
         with ThreadPoolExecutor(1, thread_name_prefix="model-check") as pool:
-            checked = pool.submit(preprocess_config, spec) if preprocess_cfg is None else None
+            outline = pool.submit(model_outline, spec)
             ray = _init_ray(cluster)
-            preprocess_cfg = checked.result() if checked else preprocess_cfg  # raises a missing model
-        from ray.data import DataContext
+            preprocess_cfg, dim = outline.result()  # raises a missing model
+        store.clear_orphans(suffix)  # rows a crashed job committed without their video rows
+        target = prepare_target(store, spec.key, suffix, dim, storage_options, keep_frames=config.keep_frames)
+        writer = StagedWriter(store, suffix, target, report, known)
+        _Coordinator(ray, spec, cluster, config, target, preprocess_cfg, writer, report, progress).run(todo)
+    _upkeep_ann_index(store, suffix, report, build_index)
+    report.seconds = time.monotonic() - report.started
+    return report
 
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.max_errored_blocks = -1  # crashed decode tasks are recorded by the driver instead
-        # Small blocks, so a long video's frames stream to the encoder as they are decoded instead
-        # of piling up in the decode worker until the default 128 MiB block is full (a 60-minute
-        # video was one block: nothing reached the encoder for 82 s; bench/memory.py).
-        ctx.target_max_block_size = BLOCK_BYTES
-        res = _embed_resources(ray, cluster)
-        items = [{"video": json.dumps(asdict(v))} for v in todo]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(decode_task, batch_size=1, num_cpus=1,
-                            fn_kwargs={"preprocess_cfg": preprocess_cfg, "config": config})
-        ds = ds.map_batches(EmbedActor, batch_size=cluster.batch_size,
-                            compute=ray.data.ActorPoolStrategy(size=res["concurrency"]),
-                            num_cpus=res["num_cpus"], num_gpus=res["num_gpus"],
-                            fn_constructor_kwargs={"spec": asdict(spec), "threads": res["threads"]})
-        assembler = _Assembler(todo, writer, config, spec.key)
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar says it; Ray Data's INFO lines repeat it
-        bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress, dynamic_ncols=True)
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                done = assembler.feed(batch)
-                report.mark_startup(assembler.frames)
-                elapsed = max(time.monotonic() - report.started, 1e-6)
-                bar.set_postfix(frames=assembler.frames, fps=f"{assembler.frames / elapsed:.1f}")
-                bar.update(done)
-            assembler.abandon_unfinished()  # the stream ended: a video still open lost its decoder
-        finally:
-            bar.close()
-            writer.flush()  # interrupted or not, finished videos are stored
-    writer.flush()
+
+def _upkeep_ann_index(store: VideoStore, suffix: str, report: JobReport, build_index: bool) -> None:
     table = store.segments_table(suffix)
     if table is not None and (build_index or (table.count_rows() >= ANN_AUTO_THRESHOLD
                                               and not store.has_vector_index(suffix))):
         report.ann_index = store.build_vector_index(suffix)
-    elif table is not None and store.has_vector_index(suffix) and report.indexed:
-        store.optimize(suffix)
-        report.ann_index = "updated"
-    report.seconds = time.monotonic() - report.started
-    return report
+    elif table is not None and report.indexed:
+        store.optimize(suffix)  # compacts the per-video fragments; folds new rows into an ANN index
+        if store.has_vector_index(suffix):
+            report.ann_index = "updated"
+
+
+class _Coordinator:
+    """The driver's loop: keeps a window of video tasks in flight, reads their messages, times
+    them, retries the ones whose process died or hung, and hands results to the writer."""
+
+    def __init__(self, ray, spec, cluster, config, target, preprocess_cfg, writer: StagedWriter, report, progress):
+        self.ray, self.cluster, self.config, self.target = ray, cluster, config, target
+        self.writer, self.report = writer, report
+        self.task = ray.remote(video_task).options(num_cpus=1, max_retries=0, num_returns="streaming")
+        self.actors = _start_embedders(ray, spec, cluster)
+        self.preprocess_ref = ray.put(preprocess_cfg)
+        self.in_flight: dict = {}
+        self.progress = progress
+
+    def _window(self) -> int:
+        """Tasks in flight: two per CPU of the cluster as it is now (nodes join and leave)."""
+        return max(2, 2 * int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def _submit(self, item: WorkItem, tries: int) -> None:
+        generator = self.task.remote(item, self.actors, self.preprocess_ref, self.config, self.target,
+                                     self.cluster.batch_size)
+        self.in_flight[generator] = _Attempt(item, tries)  # timed from its start: it may queue for a CPU first
+
+    def _open_limit(self, item: WorkItem) -> float:
+        """Before a video is open: the base limit, plus time to copy it at a slow 10 MB/s."""
+        return self.cluster.video_timeout_s + item.size_bytes / 10e6
+
+    def _frames_limit(self, duration: float) -> float:
+        sampling = self.config.sampling
+        frames = sampling.frames if sampling.frames is not None else duration * sampling.fps
+        return self.cluster.video_timeout_s + self.cluster.seconds_per_frame * frames
+
+    def run(self, todo: list[WorkItem]) -> None:
+        from tqdm import tqdm
+
+        queue = collections.deque((item, 1) for item in todo)
+        bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not self.progress, dynamic_ncols=True)
+        window, window_checked = self._window(), time.monotonic()
+        try:
+            while queue or self.in_flight:
+                if time.monotonic() - window_checked > 5:
+                    window, window_checked = self._window(), time.monotonic()
+                while queue and len(self.in_flight) < window:
+                    self._submit(*queue.popleft())
+                ready, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0.5)
+                for generator in ready:
+                    done = self._read(generator, queue)
+                    bar.update(done)
+                bar.update(self._expire(queue))
+                bar.set_postfix(frames=self.report.frames)
+                self.writer.maybe_flush()
+        finally:
+            bar.close()
+            for generator in self.in_flight:  # interrupted: stop the work, keep what is finished
+                self.ray.cancel(generator, force=True)
+            self.writer.flush()
+
+    def _read(self, generator, queue) -> int:
+        """Handle the next message of a task; returns 1 when its video is finished either way."""
+        attempt = self.in_flight[generator]
+        try:
+            message = self.ray.get(next(generator))
+        except StopIteration:
+            del self.in_flight[generator]
+            return self._retry_or_fail(attempt, queue, "its task ended without a result")
+        except Exception as exc:  # noqa: BLE001 - the process or node died, or the task was cancelled
+            del self.in_flight[generator]
+            return self._retry_or_fail(attempt, queue, _describe_ray_error(exc))
+        if isinstance(message, Started):
+            attempt.node, attempt.started = message.node, time.monotonic()
+            attempt.deadline = attempt.started + self._open_limit(attempt.item)
+            return 0
+        if isinstance(message, Probed):
+            attempt.deadline = time.monotonic() + self._frames_limit(message.duration)
+            return 0
+        del self.in_flight[generator]
+        if isinstance(message, StagedVideo):
+            self.report.mark_startup(self.report.frames)
+            self.writer.add(message)
+        elif isinstance(message, Unchanged):
+            self.writer.unchanged(message.video_id, message.mtime_ns)
+        elif isinstance(message, Failed):
+            self.writer.fail(attempt.item.path, message.stage, message.reason)
+        return 1
+
+    def _expire(self, queue) -> int:
+        """Cancel (kill) the tasks past their deadline; retry or record them."""
+        finished = 0
+        now = time.monotonic()
+        for generator, attempt in list(self.in_flight.items()):
+            if now > attempt.deadline:
+                self.ray.cancel(generator, force=True)
+                del self.in_flight[generator]
+                finished += self._retry_or_fail(attempt, queue, f"timed out after {now - attempt.started:.0f} s "
+                                                                f"(--video-timeout)")
+        return finished
+
+    def _retry_or_fail(self, attempt: _Attempt, queue, cause: str) -> int:
+        if attempt.tries < self.cluster.attempts:
+            log.warning("%s: attempt %d failed on %s (%s); retrying", attempt.item.path, attempt.tries, attempt.node, cause)
+            queue.append((attempt.item, attempt.tries + 1))
+            return 0
+        self.writer.fail(attempt.item.path, "decode",
+                         f"gave up after {attempt.tries} attempts: the decoding process {cause} "
+                         f"(last attempt on node {attempt.node})")
+        return 1
+
+
+def _describe_ray_error(exc: Exception) -> str:
+    """Ray's failure, in the words of what happened to the video's process."""
+    name = type(exc).__name__
+    if "WorkerCrashed" in name:
+        return "died (crashed or was killed)"
+    if "NodeDied" in name or "ObjectLost" in name or "OwnerDied" in name:
+        return "was lost with its node"
+    if "OutOfMemory" in name:
+        return "was killed for using too much memory"
+    if "Cancelled" in name:
+        return "was cancelled"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    return f"failed: {name}: {first[:200]}"

@@ -1,0 +1,121 @@
+"""What runs on the cluster's workers: one task per video, and the embedding actors.
+
+    video task (CPU, on any node):  read/copy + hash -> decode -> [embedding actor] -> segments,
+                                    cut refinement -> segment/frame fragments written to the archive
+    embedding actor (GPU, or CPU):  pixels -> vectors, model loaded once
+
+A video's bytes, frames and rows stay on the worker that processes it; the driver receives a few
+small messages per video (``Started``, ``Probed``, then the ``StagedVideo``: one video row and the
+fragments' metadata). The task yields them as a streaming generator, so the driver learns a
+video's duration as soon as it is open and can time the rest of it against that.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.spec import ModelSpec
+from pipeline.config import IndexConfig
+from pipeline.errors import VideoError
+from pipeline.indexing import WorkItem, process_video
+from pipeline.staging import StagingTarget
+
+
+@dataclass(frozen=True)
+class Started:
+    """The task began on a node (named in failures that follow)."""
+
+    node: str
+    pid: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The video cannot be indexed (bad input, not a crash): recorded, never retried."""
+
+    stage: str
+    reason: str
+
+
+class EmbedActor:
+    """Loads the model once and embeds batches of model-ready frames. Several video tasks call it
+    at once (threaded actor): while one batch runs on the device, the next is being received."""
+
+    def __init__(self, spec: dict, threads: int):
+        import torch
+
+        from models.encoder import ClipEncoder
+
+        torch.set_num_threads(max(1, threads))
+        self.encoder = ClipEncoder.from_spec(ModelSpec(**spec))
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.encoder.encode_pixels(pixels)
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+
+def node_address() -> str:
+    """This worker's node, as a person would look for it (its IP, else its host name)."""
+    try:
+        import ray
+
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - naming the node must never fail the task
+        return socket.gethostname()
+
+
+def remote_encode(actor):
+    """``process_video``'s encode function over an embedding actor: submits a batch, returns a
+    function that waits for its vectors."""
+    import ray
+
+    def submit(pixels: np.ndarray):
+        ref = actor.encode.remote(pixels)
+        return lambda: ray.get(ref)
+    return submit
+
+
+def video_task(item: WorkItem, actors: dict, preprocess_cfg: dict, config: IndexConfig, target: StagingTarget,
+               batch_size: int):
+    """Ray streaming-generator task for one video. Bad input yields ``Failed``; a crash of this
+    process (decord can abort in native code) surfaces to the driver as a Ray error instead."""
+    import ray
+
+    yield Started(node=node_address(), pid=os.getpid())
+    here = ray.get_runtime_context().get_node_id()
+    handles = actors.get(here) or next(iter(actors.values()))  # an actor on this node: pixels stay local
+    actor = handles[zlib.crc32(item.path.encode()) % len(handles)]
+    _fault_injection(item.path)
+    try:
+        yield from process_video(item, remote_encode(actor), preprocess_cfg, config, target, batch_size)
+    except VideoError as exc:
+        reason = exc.reason
+        if exc.stage == "read" and not item.path.partition("://")[1] and reason == "file does not exist":
+            reason = (f"file does not exist on node {node_address()} (every node needs the inputs at the same "
+                      "path: a shared filesystem, or object storage)")
+        yield Failed(exc.stage, reason)
+    except Exception as exc:  # noqa: BLE001 - one file never stops the job
+        yield Failed("index", f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _fault_injection(path: str) -> None:
+    """Tests make a video's process die the way decord's native aborts do, or hang the way a
+    decoder stuck on a bad stream does, on one named file: ``VIDSIFT_TEST_FAULT=kill:<part of the
+    path>`` or ``hang:<part of the path>``, read on the worker (local Ray inherits the driver's
+    environment; a test cluster's nodes get it when started). Unset in any real run."""
+    fault, _, needle = os.environ.get("VIDSIFT_TEST_FAULT", "").partition(":")
+    if needle and needle in path:
+        if fault == "kill":  # as decord does, after the video is open (and Started has reached the driver)
+            time.sleep(1.0)
+            os._exit(134)
+        if fault == "hang":
+            time.sleep(10**6)
