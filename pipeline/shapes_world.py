@@ -1,4 +1,4 @@
-"""Vocabulary of the shapes world v1 (see /work/shared/shapes-world.md).
+"""Vocabulary of the shapes world v1 (see docs/shapes-world.md).
 
 The shapes world is the synthetic domain vidsift's demo model is trained and tested on, because
 real CLIP weights cannot be downloaded offline. Everything here is plain data so that the
