@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from .store import (Failure, VideoRecord, VideoStore, _frame_rows, _segment_rows, _video_rows, frames_schema,
-                    now_utc, segments_schema, sql_in, to_arrow)
+                    now_utc, segments_schema, sql_in, to_arrow, videos_schema)
 
 
 @dataclass(frozen=True)
@@ -75,31 +75,54 @@ def prepare_target(store: VideoStore, model_key: str, suffix: str, dim: int, sto
                          storage_options=dict(storage_options or {}))
 
 
-def commit_staged(store: VideoStore, suffix: str, target: StagingTarget, batch: list[StagedVideo],
-                  replaced_ids: list[str]) -> None:
-    """Make a batch of staged videos visible, in the order that keeps a crash harmless: the
-    fragments (one Append per table), then the old rows of the videos they replace (files
-    changed in place, ``replaced_ids``), then the video rows, which mark them done. A crash
-    before the last step leaves rows without a video row; the next job clears those first
-    (``VideoStore.clear_orphans``) and redoes the videos."""
-    import lance
+class Committer:
+    """Makes staged videos visible. It keeps the tables open between commits: the driver commits
+    every couple of seconds, and reopening each table's manifest (and the failures table) for
+    every commit was most of the driver's CPU per video (``bench/cluster.py``)."""
 
-    options = target.storage_options or None
-    for uri, fragments in ((target.segments_uri, [f for s in batch for f in s.segment_fragments]),
-                           (target.frames_uri, [f for s in batch for f in s.frame_fragments])):
-        if fragments:
-            version = lance.dataset(uri, storage_options=options).version
-            lance.LanceDataset.commit(uri, lance.LanceOperation.Append(fragments), read_version=version,
-                                      storage_options=options)
-    if replaced_ids:
-        for table in (store.segments_table(suffix), store.frames_table(suffix)):
-            if table is not None:
-                table.delete(sql_in("video_id", replaced_ids))
-    stamp = now_utc()
-    rows = [{**staged.video_row, "indexed_at": stamp} for staged in batch]
-    if rows or replaced_ids:
-        store.write_video_rows(suffix, target.dim, rows, replaced_ids)
-    store.clear_failures(target.model_key, [staged.path for staged in batch])
+    def __init__(self, store: VideoStore, suffix: str, target: StagingTarget):
+        self.store, self.suffix, self.target = store, suffix, target
+        self.options = target.storage_options or None
+        self.datasets: dict = {}  # uri -> lance dataset at the version this process last wrote
+        self.videos = None
+        self.failed_paths = {f["path"] for f in store.failures(target.model_key)}  # to clear when they succeed
+
+    def commit(self, batch: list[StagedVideo], replaced_ids: list[str]) -> None:
+        """In the order that keeps a crash harmless: the fragments (one Append per table), then
+        the old rows of the videos they replace (files changed in place, ``replaced_ids``), then
+        the video rows, which mark them done. A crash before the last step leaves rows without a
+        video row; the next job clears those first (``VideoStore.clear_orphans``) and redoes the
+        videos."""
+        for uri, fragments in ((self.target.segments_uri, [f for s in batch for f in s.segment_fragments]),
+                               (self.target.frames_uri, [f for s in batch for f in s.frame_fragments])):
+            if fragments:
+                self._append(uri, fragments)
+        if replaced_ids:
+            for table in (self.store.segments_table(self.suffix), self.store.frames_table(self.suffix)):
+                if table is not None:
+                    table.delete(sql_in("video_id", replaced_ids))
+        stamp = now_utc()
+        self._write_video_rows([{**staged.video_row, "indexed_at": stamp} for staged in batch], replaced_ids)
+        recovered = [staged.path for staged in batch if staged.path in self.failed_paths]
+        if recovered:
+            self.store.clear_failures(self.target.model_key, recovered)
+            self.failed_paths.difference_update(recovered)
+
+    def _append(self, uri: str, fragments: list) -> None:
+        import lance
+
+        dataset = self.datasets.get(uri) or lance.dataset(uri, storage_options=self.options)
+        # Appends never conflict, so a read version behind another commit (a delete) is rebased.
+        self.datasets[uri] = lance.LanceDataset.commit(uri, lance.LanceOperation.Append(fragments),
+                                                       read_version=dataset.version, storage_options=self.options)
+
+    def _write_video_rows(self, rows: list[dict], replaced_ids: list[str]) -> None:
+        if self.videos is None:
+            self.videos = self.store.videos_table(self.suffix, self.target.dim)
+        if replaced_ids:
+            self.videos.delete(sql_in("video_id", replaced_ids))
+        if rows:
+            self.videos.add(to_arrow(rows, videos_schema(self.target.dim)))
 
 
 class StagedWriter:
@@ -118,6 +141,7 @@ class StagedWriter:
         self.stored_at = {row["path"]: row["video_id"] for row in known.values()}
         self.stored_ids = set(self.stored_at.values())
         self.every_videos, self.every_seconds = every_videos, every_seconds
+        self.committer = Committer(store, suffix, target)
         self.batch: list[StagedVideo] = []
         self.replaced: list[str] = []
         self.failures = []
@@ -157,7 +181,7 @@ class StagedWriter:
 
     def flush(self) -> None:
         if self.batch or self.replaced:
-            commit_staged(self.store, self.suffix, self.target, self.batch, self.replaced)
+            self.committer.commit(self.batch, self.replaced)
         self.store.record_failures(self.target.model_key, self.failures)
         self.batch, self.replaced, self.failures = [], [], []
         self.last_flush = time.monotonic()

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
 from pipeline.indexing import JobReport, Unchanged, encode_now, index_sequential, plan_listing, process_video
-from pipeline.staging import StagedVideo, StagedWriter, commit_staged, prepare_target
+from pipeline.staging import Committer, StagedVideo, StagedWriter, prepare_target
 from pipeline.storage import list_inputs
 from pipeline.store import VideoStore
 from tests.conftest import make_video
@@ -111,10 +111,10 @@ def test_fragments_committed_without_their_video_rows_are_cleared_then_redone(tm
     def crash(*args, **kwargs):
         raise Crash
 
-    store.write_video_rows = crash  # the job dies between committing fragments and video rows
+    committer = Committer(store, suffix, target)
+    committer._write_video_rows = crash  # the job dies between committing fragments and video rows
     with pytest.raises(Crash):
-        commit_staged(store, suffix, target, [staged], [])
-    del store.write_video_rows
+        committer.commit([staged], [])
     assert len(rows(store, random_vit)) > 0 and not rows(store, random_vit, "videos")
 
     report = run_staged(store, random_vit, [path])
