@@ -1,9 +1,16 @@
 """`vidsift ...`: the command line. Each command parses its flags, calls the plain functions of
 ``pipeline``/``workers``, and prints a human table or ``--json`` on stdout. Errors are one line on
-stderr naming the file and the cause, never a traceback.
+stderr naming the file and the cause, never a traceback (with ``--json``, also a JSON object with
+``error`` and ``exit_status`` on stdout).
 
-Exit statuses of `vidsift index`: 0 all indexed (or already were), 3 completed with failures
-(recorded; see `vidsift status`), 1 the job failed, 2 bad arguments.
+Exit statuses: 0 done (`index`: all indexed, or already were; `verify`: clean), 3 `index`
+completed with failures (recorded; see `vidsift status`) / `verify` found problems, 1 the command
+failed, 2 bad arguments, 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM. An
+interrupted `index` writes every finished video before it exits; the same command resumes.
+
+Without ``--verbose`` a command shows its own lines and the progress bar only: what libraries
+print (Ray, LanceDB, decord, FFmpeg, open_clip warnings) goes to a log file, kept and named when
+the command fails.
 """
 from __future__ import annotations
 
@@ -11,15 +18,72 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 from models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_spec
-from pipeline.errors import InputError
+from pipeline import interrupts
+from pipeline.errors import InputError, Interrupted
 from pipeline.indexing import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from pipeline.search import format_timestamp
 
 DEFAULT_DB = "vidsift.lance"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``vidsift index: error: ...``), exit 2, as every
+    other error of ours: no usage dump."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Every numeric flag of every command: (low, high, low is excluded). Checked after parsing, before
+# anything slow; NaN and infinities fail every range.
+_ANY = "*"
+NUMERIC_FLAGS: dict[tuple[str, str], tuple[str, float, float, bool]] = {
+    (_ANY, "fps"): ("--fps", 0, 240, True),
+    (_ANY, "frames"): ("--frames", 1, 100_000, False),
+    (_ANY, "window"): ("--window", 0.1, 86_400, False),
+    (_ANY, "min_scene"): ("--min-scene", 0, 86_400, False),
+    (_ANY, "max_scene"): ("--max-scene", 0, 86_400, True),
+    (_ANY, "cut_threshold"): ("--cut-threshold", 0, 2, True),
+    ("index", "num_cpus"): ("--num-cpus", 1, 100_000, False),
+    ("index", "embed_workers"): ("--embed-workers", 1, 10_000, False),
+    ("index", "embed_threads"): ("--embed-threads", 1, 1024, False),
+    ("index", "batch_size"): ("--batch-size", 1, 4096, False),
+    ("index", "attempts"): ("--attempts", 1, 100, False),
+    ("index", "video_timeout"): ("--video-timeout", 1, 7 * 86_400, False),
+    ("search", "k"): ("-k/--top-k", 1, 10_000, False),
+    ("classify", "top"): ("--top", 1, 10_000, False),
+    ("train", "epochs"): ("--epochs", 1, 10_000, False),
+    ("train", "batch_size"): ("--batch-size", 1, 65_536, False),
+    ("train", "lr"): ("--lr", 0, 1, True),
+    ("train", "weight_decay"): ("--weight-decay", 0, 10, False),
+    ("train", "warmup_steps"): ("--warmup-steps", 0, 10_000_000, False),
+    (_ANY, "seed"): ("--seed", 0, 2**32 - 1, False),
+    ("synth", "videos"): ("--videos", 1, 100_000, False),
+    ("demo", "videos"): ("--videos", 1, 10_000, False),
+    ("synth", "scenes"): ("--scenes", 1, 100, False),
+    ("synth", "max_size"): ("--max-size", 16, 16_384, False),
+    (_ANY, "port"): ("--port", 1, 65_535, False),
+    ("app", "max_upload_mb"): ("--max-upload-mb", 0, 1_000_000, True),
+    ("app", "concurrency"): ("--concurrency", 1, 256, False),
+    ("calibrate", "sample"): ("--sample", 1, 10_000_000, False),
+    ("calibrate", "vocabulary_size"): ("--vocabulary-size", 1, 1_000_000, False),
+}
+
+
+def check_numbers(args) -> None:
+    """Refuse a numeric flag outside its range with one line naming it (exit 2)."""
+    for dest, value in vars(args).items():
+        rule = NUMERIC_FLAGS.get((args.command, dest)) or NUMERIC_FLAGS.get((_ANY, dest))
+        if rule is None or value is None or isinstance(value, bool):
+            continue
+        flag, low, high, open_low = rule
+        if not (low < value <= high if open_low else low <= value <= high):
+            bounds = f"above {low:g}" if open_low else f"at least {low:g}"
+            raise InputError(f"{flag} must be {bounds} and at most {high:g}, got {value}")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +131,7 @@ def _segmentation(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidsift", description="Search, tag and index video archives with CLIP.")
+    parser = _Parser(prog="vidsift", description="Search, tag and index video archives with CLIP.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("index", help="decode, sample, embed, pool and store videos")
@@ -101,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", default="mean", choices=["mean", "qs"],
                    help="mean-pooled segments, or query-scored pooling of their frames (re-ranks)")
     p.add_argument("--thumbnails", default=None, metavar="DIR", help="write result thumbnails (JPEG) here")
+    p.add_argument("--matches-only", action="store_true",
+                   help="list only results that match (confidence > 0.5); by default, when nothing matches, the "
+                        "closest segments follow the 'no match' line, marked weak")
 
     p = sub.add_parser("classify", help="zero-shot classification of a clip")
     p.add_argument("clip", help="video file")
@@ -185,6 +252,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=os.environ.get("VIDSIFT_DB", DEFAULT_DB))
     _storage(p)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("calibrate", help="fit the confidence calibration of a model on this archive (no labels)")
+    _common(p)
+    p.add_argument("--sample", type=int, default=20_000, help="segments sampled (default 20000)")
+    p.add_argument("--vocabulary-size", type=int, default=10_000,
+                   help="English words the model reads (default 10000; a bundled model uses its own)")
+
+    p = sub.add_parser("verify", help="check the archive: rows complete, no orphans or copies, vectors sound")
+    p.add_argument("--db", default=os.environ.get("VIDSIFT_DB", DEFAULT_DB))
+    _storage(p)
+    p.add_argument("--repair", action="store_true",
+                   help="delete orphan rows and exact copies, re-queue incomplete videos for the next index, "
+                        "update the ANN index, drop failures of files that are gone")
+    p.add_argument("--json", action="store_true")
+
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="also show what libraries print (Ray, LanceDB, decord, FFmpeg, warnings)")
     return parser
 
 
@@ -227,8 +312,9 @@ def _storage_options(args) -> dict:
 def _stdout_for_json_only(args):
     """With --json, stdout carries the JSON and nothing else: everything else written to it while
     the job runs (Ray's "(raylet) ..." lines come from its native code and its processes) goes
-    to stderr, at the file-descriptor level."""
-    if not args.json:
+    to stderr, at the file-descriptor level. Without --verbose the same holds for the human
+    report (and stderr then leads to the log file, ``_Quiet``)."""
+    if not (args.json or getattr(args, "quiet_log", False)):
         yield
         return
     sys.stdout.flush()
@@ -251,10 +337,19 @@ def _shutdown_ray() -> None:
 
 
 def cmd_index(args) -> int:
+    from pipeline.lock import writer_lock
+
+    config = _index_config(args)
+    # The database is held first, before anything slow (imports, Ray, the model, listing): a
+    # second job on it is refused in a fraction of a second, however loaded the machine is.
+    with writer_lock(args.db):
+        return _index_locked(args, config)
+
+
+def _index_locked(args, config) -> int:
     from pipeline.storage import is_remote, list_inputs
     from pipeline.store import VideoStore
 
-    config = _index_config(args)
     spec = _spec(args)
     options = _storage_options(args)
     if args.no_ray:
@@ -265,7 +360,17 @@ def cmd_index(args) -> int:
             raise InputError("--no-ray indexes local files only: drop --no-ray to index from object storage")
         paths = [listed.path for listed in list_inputs(args.inputs)]
         store = VideoStore(args.db, storage_options=options)
-        report = index_sequential(store, ClipEncoder.from_spec(spec), paths, config)
+        progress = {"done": 0, "total": len(paths)}
+
+        def finished(done: int, total: int) -> None:
+            progress.update(done=done, total=total)
+            interrupts.safe_point()  # between videos, once the last one is written: stop here
+
+        try:
+            report = index_sequential(store, ClipEncoder.from_spec(spec), paths, config, on_progress=finished)
+        except Interrupted as exc:
+            exc.report = exc.report or progress
+            raise
         if args.build_index:
             report.ann_index = store.build_vector_index(spec.table_suffix)
     else:
@@ -282,6 +387,11 @@ def cmd_index(args) -> int:
                                        progress=not (args.quiet or args.json), storage_options=options)
             finally:
                 _shutdown_ray()  # now, while stdout still goes to stderr: Ray says goodbye on stdout
+    try:
+        interrupts.safe_point()  # a signal during the last writes: everything is written, say so
+    except Interrupted as exc:
+        exc.report = report
+        raise
     lines = [f"{report.indexed} indexed, {report.skipped} already indexed, {len(report.failures)} failed "
              f"of {report.total} files ({report.frames} frames, {report.seconds:.1f} s) into {args.db} "
              f"[{spec.key}]"]
@@ -294,37 +404,40 @@ def cmd_index(args) -> int:
 
 def cmd_search(args) -> int:
     from models.encoder import ClipEncoder
-    from pipeline.search import search_text
+    from pipeline.confidence import load_calibration
+    from pipeline.search import MAX_K, require_indexed, search_report, search_text
     from pipeline.store import VideoStore
-
-    from pipeline.search import MAX_K, require_indexed
 
     if not args.query.strip():
         raise InputError("The search query is empty: describe what you are looking for.")
     if not 1 <= args.k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {args.k}")
+    if args.where is not None:
+        from pipeline.store import check_filter
+
+        try:  # what can be told without the table (';', parentheses), before the model loads
+            check_filter(args.where)
+        except InputError as exc:
+            raise InputError(f"Bad filter {args.where!r}: {exc}") from None
     store = VideoStore(args.db, storage_options=_storage_options(args), search_catalog=False)  # one search: the catalog would not pay for itself
     spec = _spec(args)
     require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
-    hits = search_text(store, ClipEncoder.from_spec(spec), args.query, k=args.k, per_video=args.per_video,
-                       where=args.where, exact=args.exact, pooling=args.pooling, thumbnails=bool(args.thumbnails))
-    results = [hit.to_dict() for hit in hits]
-    if args.thumbnails:
-        folder = Path(args.thumbnails)
-        folder.mkdir(parents=True, exist_ok=True)
-        for hit, row in zip(hits, results):
-            target = folder / f"{hit.rank:03d}_{hit.video_id[:12]}_{hit.segment_index:05d}.jpg"
-            target.write_bytes(hit.thumbnail)
-            row["thumbnail_file"] = str(target)
-    human = "\n".join(f"{h.rank:>3}  {h.score:+.4f}  {format_timestamp(h.start)}-{format_timestamp(h.end)}"
-                      f"  {h.path}" for h in hits) or "no results"
-    _emit(args, {"query": args.query, "model": spec.key, "results": results}, human)
+    encoder = ClipEncoder.from_spec(spec)
+    calibration = load_calibration(store, encoder)
+    hits = search_text(store, encoder, args.query, k=args.k, per_video=args.per_video, where=args.where,
+                       exact=args.exact, pooling=args.pooling, thumbnails=bool(args.thumbnails),
+                       calibration=calibration)
+    payload, human = search_report(args.query, spec.key, hits, calibration, matches_only=args.matches_only,
+                                   thumbnail_dir=args.thumbnails)
+    _emit(args, payload, human)
     return EXIT_OK
 
 
 def cmd_classify(args) -> int:
     from models.encoder import ClipEncoder
-    from pipeline.classify import ZeroShotClassifier, classify_clip, parse_labels, parse_templates
+    from pipeline.classify import (ZeroShotClassifier, classify_clip, format_classification, parse_labels,
+                                   parse_templates)
+    from pipeline.confidence import calibration_for
     from pipeline.errors import VideoError
 
     from pipeline import label_sets
@@ -344,15 +457,26 @@ def cmd_classify(args) -> int:
         raise VideoError(args.clip, "open", "file does not exist")
     config = _index_config(args)
     encoder = ClipEncoder.from_spec(_spec(args))
+    calibration = calibration_for(args.db, encoder, _storage_options(args))
     result = classify_clip(encoder, os.path.abspath(args.clip), ZeroShotClassifier(encoder, labels, templates),
-                           config, per_segment=args.per_segment, top=args.top)
-    lines = [f"{result.path} ({result.duration:.1f} s)"]
-    lines += [f"  {row['probability']:.4f}  {row['label']}" for row in result.labels]
-    for seg in result.segments:
-        best = seg["labels"][0]
-        lines.append(f"  {format_timestamp(seg['start'])}-{format_timestamp(seg['end'])}  {best['label']} "
-                     f"({best['probability']:.3f})")
-    _emit(args, {**result.to_dict(), "model": encoder.model_key, "templates": templates}, "\n".join(lines))
+                           config, per_segment=args.per_segment, top=args.top, calibration=calibration)
+    _emit(args, {**result.to_dict(), "model": encoder.model_key, "templates": templates},
+          format_classification(result))
+    return EXIT_OK
+
+
+def cmd_calibrate(args) -> int:
+    from models.encoder import ClipEncoder
+    from pipeline.confidence import fit_calibration, format_calibration
+    from pipeline.search import require_indexed
+    from pipeline.store import VideoStore
+
+    store = VideoStore(args.db, storage_options=_storage_options(args))
+    spec = _spec(args)
+    require_indexed(store, spec)
+    report = fit_calibration(store, ClipEncoder.from_spec(spec), sample=args.sample,
+                             vocabulary_size=args.vocabulary_size)
+    _emit(args, report, format_calibration(report))
     return EXIT_OK
 
 
@@ -375,6 +499,17 @@ def cmd_status(args) -> int:
     lines += [f"  {f['path']}: {f['stage']}: {f['reason']} [{f['model']}, {f['time']}]" for f in failures]
     _emit(args, {"db": args.db, "models": models, "failures": failures}, "\n".join(lines))
     return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from pipeline.store import VideoStore
+    from pipeline.verify import format_report, verify_store
+
+    if "://" not in args.db and not Path(args.db).is_dir():
+        raise InputError(f"{args.db}: no database here" + (" (it is a file)" if Path(args.db).exists() else ""))
+    report = verify_store(VideoStore(args.db, storage_options=_storage_options(args)), repair=args.repair)
+    _emit(args, report.to_dict(), format_report(report))
+    return report.exit_status
 
 
 def cmd_synth(args) -> int:
@@ -540,34 +675,134 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, videos=args.videos, with_app=not args.no_app, port=args.port)
 
 
+WRITING_COMMANDS = ("index", "eval", "resegment", "verify")  # SIGINT/SIGTERM: finish the write, then stop
 COMMANDS = {"index": cmd_index, "search": cmd_search, "classify": cmd_classify, "status": cmd_status,
             "synth": cmd_synth, "demo": cmd_demo, "resegment": cmd_resegment, "eval": cmd_eval,
-            "app": cmd_app, "train": cmd_train}
+            "app": cmd_app, "train": cmd_train, "verify": cmd_verify, "calibrate": cmd_calibrate}
+
+
+class _Quiet:
+    """Without --verbose: file descriptor 2 (where native code, Ray's processes, decord and FFmpeg
+    write) goes to a log file, Python's warnings and library logging too; ``sys.stderr``, where
+    the progress bar and vidsift's own lines go, stays on the terminal. The log is kept, and
+    named, only when the command fails."""
+
+    def __init__(self, command: str):
+        import logging
+        import tempfile
+
+        sys.stderr.flush()
+        try:
+            fd, self.path = tempfile.mkstemp(prefix=f"vidsift-{command}-", suffix=".log")
+        except OSError:  # no room for a log (a full disk, say): the noise goes nowhere
+            fd, self.path = os.open(os.devnull, os.O_WRONLY), None
+        self.saved_fd = os.dup(2)
+        os.dup2(fd, 2)
+        os.close(fd)
+        self.saved_stderr = sys.stderr
+        sys.stderr = open(os.dup(self.saved_fd), "w", buffering=1, encoding="utf-8", errors="replace",
+                          closefd=True)
+        root = logging.getLogger()
+        self.saved_logging = (list(root.handlers), root.level)
+        self.handler = logging.FileHandler(self.path or os.devnull, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.handlers = [self.handler]
+        root.setLevel(logging.INFO)
+        logging.captureWarnings(True)
+
+    def close(self, keep: bool) -> str | None:
+        import logging
+
+        logging.captureWarnings(False)
+        root = logging.getLogger()
+        root.handlers, level = self.saved_logging
+        root.setLevel(level)
+        self.handler.close()
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = self.saved_stderr
+        os.dup2(self.saved_fd, 2)
+        os.close(self.saved_fd)
+        if self.path is None:
+            return None
+        if keep and os.path.getsize(self.path):
+            return self.path
+        os.unlink(self.path)
+        return None
+
+
+def _failure_json(args, message: str, status: int, report=None) -> None:
+    """With --json, a failed or interrupted command still answers on stdout."""
+    if getattr(args, "json", False):
+        payload = dict(report.to_dict()) if hasattr(report, "to_dict") else dict(report or {})
+        payload.update(error=message, exit_status=status, db=getattr(args, "db", None))
+        if status in (128 + 2, 128 + 15):
+            payload["interrupted"] = "SIGINT" if status == 130 else "SIGTERM"
+        json.dump(payload, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+
+
+def _interrupted_line(args, exc: Interrupted) -> str:
+    report = exc.report
+    if hasattr(report, "indexed"):
+        done = (f"{report.indexed} indexed and {len(report.failures)} failed videos were saved in {args.db}")
+    elif isinstance(report, dict) and "done" in report:
+        done = f"{report['done']} of {report['total']} videos were finished and saved in {args.db}"
+    else:
+        done = "what was finished is saved"
+    return (f"vidsift {args.command}: interrupted by {exc.signal_name}; {done}; run the same command again to "
+            f"resume (exit {exc.exit_status})") if args.command == "index" else \
+        f"vidsift {args.command}: interrupted by {exc.signal_name} (exit {exc.exit_status})"
+
+
+def _expected_failure(exc: Exception) -> bool:
+    """Errors whose message is the whole story (one line naming the file or database and the
+    cause). ``models.loading`` imports torch: its error is recognised without importing it."""
+    from pipeline.errors import StoreBusyError, StoreWriteError, VideoError
+    from pipeline.storage import StorageError
+
+    loading = sys.modules.get("models.loading")
+    return isinstance(exc, (VideoError, StoreBusyError, StorageError, StoreWriteError)) or (
+        loading is not None and isinstance(exc, loading.ModelUnavailableError))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.loading import ModelUnavailableError
-    from pipeline.errors import StoreBusyError, VideoError
-    from pipeline.storage import StorageError
-
     args = build_parser().parse_args(argv)
+    previous = {signum: signal.getsignal(signum) for signum in interrupts.SIGNALS}
+    interrupts.reset()
+    if args.command in WRITING_COMMANDS:  # the others keep Python's Ctrl-C (the app: a clean exit 0)
+        interrupts.install()
+    quiet = None if args.verbose or os.environ.get("VIDSIFT_VERBOSE") == "1" else _Quiet(args.command)
+    args.quiet_log = quiet is not None
+    status, message, report = EXIT_FAILED, None, None
     try:
-        return COMMANDS[args.command](args)
+        check_numbers(args)
+        status = COMMANDS[args.command](args)
+    except KeyboardInterrupt:  # before our handlers were in place
+        exc = Interrupted(signal.SIGINT)
+        status, message = exc.exit_status, _interrupted_line(args, exc)
+    except Interrupted as exc:
+        status, message, report = exc.exit_status, _interrupted_line(args, exc), exc.report
     except (InputError, ValueError) as exc:
-        print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ModelUnavailableError, VideoError, StoreBusyError, StorageError) as exc:
-        print(f"vidsift {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as exc:  # a bug or an infrastructure failure: one line, the traceback on demand
-        if os.environ.get("VIDSIFT_DEBUG"):
+        status, message = EXIT_USAGE, f"vidsift {args.command}: error: {exc}"
+    except Exception as exc:  # noqa: BLE001
+        if _expected_failure(exc):
+            status, message = EXIT_FAILED, f"vidsift {args.command}: error: {exc}"
+        elif os.environ.get("VIDSIFT_DEBUG"):  # a bug or an infrastructure failure: the traceback on demand
             raise
-        print(f"vidsift {args.command}: failed: {type(exc).__name__}: {exc} (set VIDSIFT_DEBUG=1 for the "
-              "traceback)", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"vidsift {args.command}: interrupted; finished videos are saved, rerun to resume", file=sys.stderr)
-        return EXIT_FAILED
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            status, message = EXIT_FAILED, (f"vidsift {args.command}: failed: {type(exc).__name__}: {first} (set "
+                                            "VIDSIFT_DEBUG=1 for the traceback)")
+    finally:
+        for signum, handler in previous.items():
+            with contextlib.suppress(TypeError, ValueError):
+                signal.signal(signum, handler)
+        log = quiet.close(keep=status == EXIT_FAILED and message is not None) if quiet else None
+    if message is not None:
+        _failure_json(args, message, status, report)
+        print(message + (f" (details: {log})" if log else ""), file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -180,6 +180,7 @@ class VidsiftService:
         # Refining a search (filters, top-k, per video) asks for the same text again, and encoding
         # it (82 ms with ViT-B-32 on a 2-core CPU) costs more than searching a million segments.
         self.text_vector = functools.lru_cache(maxsize=256)(self._encode_text)
+        self._calibration = None  # (when looked up, Calibration)
         config.uploads_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- model -------------------------------------------------------------------------------
@@ -286,14 +287,33 @@ class VidsiftService:
         embedded = embed_video(str(path), self.encoder(), self.config.index)
         return mean_pool(embedded.vectors)
 
+    CALIBRATION_TTL_S = 30.0
+
+    def calibration(self):
+        """The confidence calibration of the served model on this archive (``pipeline.confidence``):
+        the one `vidsift calibrate` fitted, else the model's default. Looked up again at most every
+        30 s (opening the table costs each search a millisecond), so a calibration fitted while the
+        app runs is used within 30 s."""
+        import time
+
+        from pipeline.confidence import load_calibration
+
+        now = time.monotonic()
+        cached = self._calibration
+        if cached is None or now - cached[0] > self.CALIBRATION_TTL_S:
+            cached = self._calibration = (now, load_calibration(self.store, self.encoder()))
+        return cached[1]
+
     def search(self, query: str = "", image=None, clip: str | None = None, tags: list[str] | None = None,
                folder: str = "", min_duration: float = 0, max_duration: float = 0, per_video: bool = False,
                k: int = 12):
-        """Search by text, or by example (an image or a short clip): gallery, hits (JSON), hits (state)."""
+        """Search by text, or by example (an image or a short clip): gallery, result (JSON: the CLI's
+        ``--json`` fields), result (state). Text hits carry ``confidence`` and ``match``."""
         from PIL import Image
 
         from pipeline.search import require_indexed, search_vector
 
+        calibration = None
         with _user_errors("Search"):
             query = (query or "").strip()
             if not query and image is None and not clip:
@@ -311,6 +331,7 @@ class VidsiftService:
                 gr.Info("Searching by the example clip (clear it to search by text).")
             require_indexed(self.store, self.spec)  # before loading the model
             where, possible = self._where(tags, folder, min_duration, max_duration)
+            by_text = image is None and not clip
             if not possible:
                 hits = []
             elif image is not None:
@@ -320,18 +341,55 @@ class VidsiftService:
                 hits = search_vector(self.store, self.suffix, self._clip_vector(clip), k=k,
                                      per_video=bool(per_video), where=where)
             else:
+                calibration = self.calibration()
                 hits = search_vector(self.store, self.suffix, self.text_vector(query), k=k,
-                                     per_video=bool(per_video), where=where)
+                                     per_video=bool(per_video), where=where, text=query, calibration=calibration)
         if not hits:
             gr.Info("No results: nothing indexed matches these filters.")
         gallery = [(Image.open(io.BytesIO(h.thumbnail)),
-                    f"{os.path.basename(h.path)} · {format_timestamp(h.start)}–{format_timestamp(h.end)} · {h.score:.3f}")
+                    f"{os.path.basename(h.path)} · {format_timestamp(h.start)}–{format_timestamp(h.end)} · "
+                    f"{h.score:.3f}{self.badge(h.confidence, h.match)}")
                    for h in hits]
         # No "path" key: gradio_client takes any JSON dict with one for a file to download.
         rows = [{"rank": h.rank, "score": h.score, "video_path": h.path, "start": h.start, "end": h.end,
                  "video_id": h.video_id, "segment_index": h.segment_index, "n_frames": h.n_frames,
-                 "tags": list(h.tags)} for h in hits]
-        return gallery, rows, rows
+                 "tags": list(h.tags), "match": h.match, "confidence": h.confidence} for h in hits]
+        result = {"query": query if by_text else "", "model": self.spec.key, "results": rows,
+                  "matches": sum(1 for h in hits if h.match) if by_text else None,
+                  "calibration": calibration.describe() if calibration is not None else None}
+        return gallery, result, result
+
+    @staticmethod
+    def badge(confidence: float | None, match: bool | None) -> str:
+        """The confidence badge of a hit's caption: " · ✓ 97%" for a match, " · weak 3%" otherwise."""
+        if confidence is None:
+            return ""
+        return f" · {'✓' if match else 'weak'} {100 * confidence:.0f}%"
+
+    @staticmethod
+    def search_status(result: dict | None) -> str:
+        """Above the gallery: the "No match" state (the closest candidates below it, dimmed), or how
+        many results match; weak results are dimmed by their place in the gallery."""
+        result = result or {}
+        rows = result.get("results") or []
+        if not rows or result.get("matches") is None:
+            return ""
+        weak = [i for i, row in enumerate(rows, 1) if not row.get("match")]
+        css = "".join(f"#search-results .grid-container > div:nth-child({i}) button.thumbnail-item{{opacity:.35}}"
+                      for i in weak)
+        query = html.escape(result.get("query") or "")
+        if result["matches"] == 0:
+            text = (f"<div class='vs-nomatch' style='padding:10px 14px;border-radius:8px;background:#fff4e5;"
+                    f"border:1px solid #f0b35b'><b>No match</b> for “{query}”: nothing in the archive shows it. "
+                    f"The closest segments are shown below, dimmed.</div>")
+        else:
+            text = (f"<div class='vs-matches' style='padding:6px 2px'><b>{result['matches']}</b> of {len(rows)} "
+                    f"results match “{query}”" + (", the weak ones are dimmed." if weak else ".") + "</div>")
+        cal = result.get("calibration") or {}
+        note = "" if cal.get("source") in (None, "fitted") else \
+            f"<div class='vs-calibration' style='font-size:12px;color:#666'>Confidence calibration: " \
+            f"{html.escape(cal.get('note', ''))}</div>"
+        return (f"<style>{css}</style>" if css else "") + text + note
 
     # ---- playing a hit -------------------------------------------------------------------------
     def register_media(self, path: str) -> str:
@@ -368,8 +426,10 @@ class VidsiftService:
         media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, no-store"})
 
-    def play(self, hits: list[dict], evt: gr.SelectData) -> str:
+    def play(self, hits: dict | list[dict], evt: gr.SelectData) -> str:
         """HTML5 player for the clicked hit, starting at the segment's start (media fragment #t=)."""
+        if isinstance(hits, dict):
+            hits = hits.get("results") or []
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
         if not hits or not 0 <= index < len(hits):
             return ""
@@ -386,6 +446,7 @@ class VidsiftService:
                 f"<video id='vs-video' src='{src}' controls autoplay muted playsinline preload='auto' "
                 f"style='width:100%;max-height:60vh;background:#000'></video>"
                 f"<p><b>{name}</b> · {format_timestamp(start)}–{format_timestamp(end)} · score {float(hit['score']):.3f}"
+                f"{self.badge(hit.get('confidence'), hit.get('match'))}"
                 f"{' · tags: ' + html.escape(', '.join(hit['tags'])) if hit.get('tags') else ''}</p></div>")
 
     # ---- classification ------------------------------------------------------------------------
@@ -448,7 +509,7 @@ class VidsiftService:
             counting = _CountingEncoder(encoder, lambda n: progress((min(n, total), total),
                                                                     desc="Embedding frames", unit="frames"))
             result = classify_clip(counting, path, classifier, self.config.index, per_segment=bool(per_segment),
-                                   top=top)
+                                   top=top, calibration=self.calibration())
         out = result.to_dict()
         del out["path"]  # gradio_client takes any JSON dict with a "path" key for a file
         out = {"video": shown, **out, "model": encoder.model_key, "templates": template_list,
@@ -463,25 +524,59 @@ class VidsiftService:
         blocks = []
         for seg in segments:
             best = seg["labels"][0]
-            label = html.escape(best["label"])
             span = f"{format_timestamp(seg['start'])}–{format_timestamp(seg['end'])}"
             width = max(float(seg["end"]) - float(seg["start"]), 0.05)
+            if "label" in seg and seg["label"] is None:  # calibrated: none of the labels is shown here
+                label, colour = "none of these labels", "#9e9e9e"
+                value = f"closest: {html.escape(best['label'])} {100 * best['confidence']:.0f}%"
+            else:
+                chosen = next((r for r in seg["labels"] if r["label"] == seg.get("label")), best)
+                label, colour = html.escape(chosen["label"]), _colour(chosen["label"])
+                value = f"{100 * chosen.get('confidence', chosen['probability']):.0f}%"
             blocks.append(
-                f"<div class='vs-seg' title='{span} {label} ({best['probability']:.3f})' "
-                f"style='flex:{width:.3f} 1 0;min-width:2px;background:{_colour(best['label'])};color:#fff;"
+                f"<div class='vs-seg' title='{span} {label} ({value})' "
+                f"style='flex:{width:.3f} 1 0;min-width:2px;background:{colour};color:#fff;"
                 f"padding:4px 6px;overflow:hidden;white-space:nowrap;text-overflow:ellipsis;"
                 f"border-right:1px solid #fff;font-size:12px'>{label}<br><small>{span} · "
-                f"{100 * best['probability']:.0f}%</small></div>")
+                f"{value}</small></div>")
         return ("<div class='vs-timeline-wrap'><div style='font-size:13px;margin-bottom:4px'>Per segment "
                 f"({len(segments)} segments, {float(result.get('duration', 0)):.1f} s)</div>"
                 "<div class='vs-timeline' style='display:flex;width:100%;border-radius:6px;overflow:hidden'>"
                 + "".join(blocks) + "</div></div>")
 
+    @staticmethod
+    def verdict_html(result: dict) -> str:
+        """The answer above the chart: the label shown (and any other label shown in some scene), or
+        "None of these labels" with the closest one and its confidence."""
+        result = result or {}
+        if "calibration" not in result:
+            return ""
+        if result.get("label") is None:
+            closest = max(result.get("labels") or [{}], key=lambda r: r.get("confidence", 0.0))
+            hint = (f" (closest: {html.escape(closest['label'])}, confidence {100 * closest['confidence']:.0f}%)"
+                    if closest.get("label") else "")
+            return (f"<div class='vs-verdict vs-none' style='padding:8px 12px;border-radius:8px;background:#fff4e5;"
+                    f"border:1px solid #f0b35b'><b>None of these labels</b> fits this clip{hint}.</div>")
+        shown = ", ".join(f"{html.escape(m['label'])} ({100 * m['confidence']:.0f}%)"
+                          for m in result.get("matches", []))
+        return (f"<div class='vs-verdict vs-label' style='padding:8px 12px;border-radius:8px;background:#e8f5e9;"
+                f"border:1px solid #81c784'><b>{html.escape(result['label'])}</b> · shown: {shown}</div>")
+
     def show_classification(self, result: dict):
         labels = {row["label"]: float(row["probability"]) for row in (result or {}).get("labels", [])}
         choices = list(labels)
-        return (gr.update(value=labels, num_top_classes=max(1, len(labels))), self.timeline_html(result or {}),
-                gr.update(choices=choices, value=choices[:1]))
+        matched = [m["label"] for m in (result or {}).get("matches", [])]
+        for label in matched:
+            if label not in choices:
+                choices.append(label)
+        calibrated = "calibration" in (result or {})
+        chosen = matched if calibrated else choices[:1]
+        title = "Top labels" if not calibrated else (
+            "Probability among these labels (none of them fits)" if result.get("label") is None
+            else "Probability among these labels")
+        return (gr.update(value=labels, num_top_classes=max(1, len(labels)), label=title),
+                self.timeline_html(result or {}),
+                gr.update(choices=choices, value=chosen), self.verdict_html(result or {}))
 
     # ---- writes --------------------------------------------------------------------------------
     def _copy_upload(self, src: Path) -> tuple[Path, bool]:

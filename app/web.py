@@ -57,7 +57,7 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
 
     with gr.Blocks(title="vidsift", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
         gr.Markdown(f"## vidsift · `{html.escape(config.db)}` · model `{html.escape(config.spec.key)}`")
-        hits_state = gr.State([])
+        hits_state = gr.State({})
         with gr.Tabs():
             with gr.Tab("Search", id="search"):
                 with gr.Row(equal_height=True):
@@ -79,12 +79,13 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
                     per_video = gr.Checkbox(label="Best segment per video", value=False, elem_id="search-per-video")
                     top_k = gr.Slider(1, config.max_k, value=min(12, config.max_k), step=1, label="Results (top-k)",
                                       elem_id="search-k")
+                search_status = gr.HTML(elem_id="search-status")
                 gallery = gr.Gallery(label="Results (click one to play it from the segment's start)", columns=4,
                                      object_fit="contain", allow_preview=False, format="jpeg",
                                      elem_id="search-results", height="auto")
                 player = gr.HTML(elem_id="player")
                 with gr.Accordion("Results as JSON", open=False):
-                    hits_json = gr.JSON(label="Hits", elem_id="search-json")
+                    hits_json = gr.JSON(label="Result", elem_id="search-json")
 
             with gr.Tab("Tag a clip", id="tag"):
                 with gr.Row():
@@ -108,6 +109,7 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
                             per_segment = gr.Checkbox(label="Per segment", value=True)
                             top = gr.Slider(1, 20, value=5, step=1, label="Top labels")
                 classify_btn = gr.Button("Classify", variant="primary", elem_id="tag-classify")
+                verdict = gr.HTML(elem_id="tag-verdict")
                 with gr.Row():
                     chart = gr.Label(label="Top labels", elem_id="tag-chart", num_top_classes=5)
                     with gr.Column():
@@ -146,7 +148,8 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
         gr.on([search_btn.click, query.submit], service.search,
               inputs=[query, example_image, example_clip, tags, folder, min_dur, max_dur, per_video, top_k],
               outputs=[gallery, hits_json, hits_state], api_name="search",
-              concurrency_limit=search_limit, concurrency_id="search")
+              concurrency_limit=search_limit, concurrency_id="search"
+              ).success(service.search_status, inputs=[hits_state], outputs=[search_status], api_visibility="private")
         gallery.select(service.play, inputs=[hits_state], outputs=[player], api_visibility="private",
                        concurrency_limit=search_limit, concurrency_id="search")
         classify_btn.click(service.classify,
@@ -155,7 +158,7 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
                            outputs=[result_json], api_name="classify",
                            concurrency_limit=classify_limit, concurrency_id="classify"
                            ).success(service.show_classification, inputs=[result_json],
-                                     outputs=[chart, timeline, chosen], api_visibility="private")
+                                     outputs=[chart, timeline, chosen, verdict], api_visibility="private")
         add_btn.click(service.add_to_archive, inputs=[tag_clip, chosen], outputs=[add_status],
                       api_name="add_to_archive", concurrency_limit=1, concurrency_id="write"
                       ).success(service.refresh, outputs=refresh_outputs, api_visibility="private")

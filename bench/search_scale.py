@@ -12,6 +12,7 @@ did before ``pipeline.catalog``), on the same table and queries.
 
     .venv/bin/python bench/search_scale.py --sizes 10000 100000 1000000 --out bench/results/search.json
     .venv/bin/python bench/search_scale.py --sizes 1000000 --kinds ivf_sq ivf_pq   # compare index kinds
+    .venv/bin/python bench/search_scale.py --sizes 1000000 --queries 30 --only-confidence  # confidence's cost
 """
 from __future__ import annotations
 
@@ -85,6 +86,77 @@ def timed_reference(store, queries) -> np.ndarray:
     return timed_search(plain, queries, None, exact=False)[0]
 
 
+def bench_calibration(rivals: int, rng):
+    """A calibration shaped like a fitted one for a 512-d model: 8 content-free prompts and
+    ``rivals`` phrases (random unit vectors, two words each), CLIP's logit scale."""
+    from pipeline.confidence import CONTENT_FREE_PROMPTS, Calibration, RivalBank
+
+    def units(n):
+        v = rng.normal(size=(n, DIM)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    phrases = [f"word{i % 97} thing{i}" for i in range(rivals)]
+    return Calibration(logit_scale=100.0, content_free=units(len(CONTENT_FREE_PROMPTS)),
+                       bank=RivalBank(phrases, units(rivals), "fitted"), model="bench")
+
+
+class StoreReturningVectors(VideoStore):
+    """``VideoStore`` with the proposed ``search_segments(..., vectors=True)``: lance hands back the
+    hits' vectors with the hits (it reads them anyway to re-rank), so confidence needs no second
+    read. The same method with "vector" added to the selected columns."""
+
+    def search_segments(self, suffix, vector, limit, where=None, exact=False, thumbnails=False, vectors=False):
+        from pipeline.catalog import CATALOG_COLUMNS, table_has_vector_index
+
+        table = self.segments_table(suffix)
+        if table is None:
+            return []
+        catalog = self._catalog(suffix, table) if self.search_catalog else None
+        query = (table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
+                 .with_row_id(True))
+        if where:
+            query = query.where(where, prefilter=True)
+        if exact:
+            query = query.bypass_vector_index()
+        elif catalog.has_vector_index if catalog else table_has_vector_index(table):
+            ann = self.vector_index
+            query = (query.minimum_nprobes(ann.nprobes).maximum_nprobes(0) if where
+                     else query.nprobes(ann.nprobes)).refine_factor(ann.refine_factor)
+        columns = ["_distance", *(["thumbnail"] if thumbnails else []), *(["vector"] if vectors else []),
+                   *([] if catalog else CATALOG_COLUMNS)]
+        hits = query.select(columns).limit(limit).to_arrow()
+        row_ids = hits.column("_rowid").to_numpy()
+        rows = catalog.rows(row_ids) if catalog else hits.select(list(CATALOG_COLUMNS)).to_pylist()
+        if rows is None:
+            rows = self._catalog(suffix, table, reload=True).rows(row_ids)
+        scores = [1.0 - float(d) for d in hits.column("_distance").to_pylist()]
+        images = hits.column("thumbnail").to_pylist() if thumbnails else [None] * len(scores)
+        found = (np.asarray(hits.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                            dtype=np.float32).reshape(hits.num_rows, -1) if vectors else [None] * len(scores))
+        return [{**row, "score": score, **({"thumbnail": image} if thumbnails else {}),
+                 **({"vector": vec} if vectors else {})}
+                for row, score, image, vec in zip(rows, scores, images, found) if row is not None]
+
+
+def timed_confidence(store, queries, calibration, text="a dog catching a frisbee") -> dict[str, np.ndarray]:
+    """Latencies (ms) of the plain search, the search with confidence through this store (the hits'
+    vectors read by video id afterwards) and through a store that returns them with the hits,
+    alternating query by query so that load on the machine hits all three alike."""
+    with_vectors = StoreReturningVectors(store.uri, vector_index=store.vector_index)
+    ways = {"plain": (store, {}), "confidence": (store, {"text": text, "calibration": calibration}),
+            "confidence_store_vectors": (with_vectors, {"text": text, "calibration": calibration})}
+    for target, kwargs in ways.values():
+        search_vector(target, SUFFIX, queries[0], k=10, **kwargs)  # warm (catalog, caches)
+    times = {name: [] for name in ways}
+    for q in queries:
+        for name, (target, kwargs) in ways.items():
+            t = time.perf_counter()
+            hits = search_vector(target, SUFFIX, q, k=10, **kwargs)
+            times[name].append((time.perf_counter() - t) * 1000)
+            assert all((h.confidence is not None) == bool(kwargs) for h in hits)
+    return {name: np.array(values) for name, values in times.items()}
+
+
 def recall(truth, found) -> float:
     return float(np.mean([len(set(t) & set(f)) / max(len(t), 1) for t, f in zip(truth, found)]))
 
@@ -95,8 +167,24 @@ def build(store) -> tuple[str, float]:
     return description, time.perf_counter() - t
 
 
-def measure(store, n, kind, built, queries, truth, truth_f, where, compare_btree=False) -> dict:
+def measure(store, n, kind, built, queries, truth, truth_f, where, compare_btree=False, calibration=None,
+            only_confidence=False) -> dict:
     description, build_s = built
+    confidence = {}
+    if calibration is not None:
+        times = timed_confidence(store, queries, calibration)
+        p50 = {name: float(np.median(values)) for name, values in times.items()}
+        confidence = {"rivals": len(calibration.bank.phrases), "plain_p50_ms": round(p50["plain"], 2),
+                      "confidence_p50_ms": round(p50["confidence"], 2),
+                      "confidence_p95_ms": round(float(np.percentile(times["confidence"], 95)), 2),
+                      "confidence_over_plain_p50": round(p50["confidence"] / p50["plain"], 3),
+                      "confidence_store_vectors_p50_ms": round(p50["confidence_store_vectors"], 2),
+                      "confidence_store_vectors_over_plain_p50":
+                          round(p50["confidence_store_vectors"] / p50["plain"], 3)}
+    if only_confidence:
+        ann = store.vector_index
+        return {"n": n, "index": kind, "nprobes": ann.nprobes, "refine": ann.refine_factor,
+                "description": description, "build_s": round(build_s, 1), **confidence}
     ann_ms, found = timed_search(store, queries, None, exact=False)
     ann_f_ms, found_f = timed_search(store, queries, where, exact=False)
     reference_ms = timed_reference(store, queries)
@@ -122,7 +210,7 @@ def measure(store, n, kind, built, queries, truth, truth_f, where, compare_btree
         "reference_over_ann_p50": round(float(np.median(reference_ms) / np.median(ann_ms)), 2),
         "filtered_ann_p50_ms": round(float(np.median(ann_f_ms)), 2),
         "filtered_ann_p95_ms": round(float(np.percentile(ann_f_ms, 95)), 2),
-        "filtered_ann_recall@10": round(recall(truth_f, found_f), 4), **without,
+        "filtered_ann_recall@10": round(recall(truth_f, found_f), 4), **without, **confidence,
     }
 
 
@@ -137,8 +225,13 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--compare-btree", action="store_true",
                         help="also time the filtered queries with the B-tree on path dropped")
+    parser.add_argument("--rivals", type=int, default=2048,
+                        help="rival phrases of the calibration timed with the search (0: no confidence timing)")
+    parser.add_argument("--only-confidence", action="store_true",
+                        help="time only the search with and without confidence (no exact reference, no recall)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    calibration = bench_calibration(args.rivals, np.random.default_rng(2)) if args.rivals else None
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2000, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -155,20 +248,22 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             SegmentCatalog.load(store.segments_table(SUFFIX))  # what the first search after a write pays
             catalog_s = time.perf_counter() - t
-            exact_ms, truth = timed_search(store, queries, None, exact=True)
-            exact_f_ms, truth_f = timed_search(store, queries, where, exact=True)
-            exact = {"fill_s": round(fill_s, 1), "catalog_load_s": round(catalog_s, 2),
-                     "exact_p50_ms": round(float(np.median(exact_ms)), 2),
-                     "exact_p95_ms": round(float(np.percentile(exact_ms, 95)), 2),
-                     "filtered_exact_p50_ms": round(float(np.median(exact_f_ms)), 2)}
+            exact = {"fill_s": round(fill_s, 1), "catalog_load_s": round(catalog_s, 2)}
+            truth = truth_f = None
+            if not args.only_confidence:
+                exact_ms, truth = timed_search(store, queries, None, exact=True)
+                exact_f_ms, truth_f = timed_search(store, queries, where, exact=True)
+                exact |= {"exact_p50_ms": round(float(np.median(exact_ms)), 2),
+                          "exact_p95_ms": round(float(np.percentile(exact_ms, 95)), 2),
+                          "filtered_exact_p50_ms": round(float(np.median(exact_f_ms)), 2)}
             for kind in args.kinds:
                 store.vector_index = VectorIndexConfig(kind=kind)
                 built = build(store)  # once per kind; probes and refinement are search-time settings
                 for nprobes in args.nprobes:
                     for refine in args.refine:
                         store.vector_index = VectorIndexConfig(kind=kind, nprobes=nprobes, refine_factor=refine)
-                        row = {**measure(store, n, kind, built, queries, truth, truth_f, where, args.compare_btree),
-                               **exact}
+                        row = {**measure(store, n, kind, built, queries, truth, truth_f, where, args.compare_btree,
+                                         calibration, args.only_confidence), **exact}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
             shutil.rmtree(workdir / f"db{n}", ignore_errors=True)
@@ -177,7 +272,9 @@ def main(argv=None) -> int:
     print()
     print_table(rows, ["n", "index", "nprobes", "refine", "build_s", "catalog_load_s", "exact_p50_ms", "ann_p50_ms",
                        "ann_p95_ms", "ann_recall@10", "reference_p50_ms", "reference_over_ann_p50",
-                       "filtered_exact_p50_ms", "filtered_ann_p50_ms", "filtered_ann_recall@10", "filtered_ann_p50_ms_without_btree"])
+                       "filtered_exact_p50_ms", "filtered_ann_p50_ms", "filtered_ann_recall@10", "filtered_ann_p50_ms_without_btree",
+                       "plain_p50_ms", "confidence_p50_ms", "confidence_over_plain_p50",
+                       "confidence_store_vectors_p50_ms", "confidence_store_vectors_over_plain_p50"])
     write_json(args.out, {"rows": rows})
     return 0
 

@@ -1,6 +1,7 @@
 """Create an open_clip model from a ``ModelSpec``, failing fast and clearly when weights are missing."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -100,12 +101,31 @@ def model_outline(spec: ModelSpec) -> tuple[dict, int]:
     import open_clip
 
     _checked_not_read, overrides = resolve_weights(spec)
-    with torch.device("meta"):
+    with torch.device("meta"), _without_random_init_warning():
         model = open_clip.create_model(spec.name, pretrained=None, device="meta", **_create_model_overrides(overrides))
         cfg = dict(model.visual.preprocess_cfg)
         size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
         width = int(model.encode_image(torch.empty(1, 3, size, size, device="meta")).shape[-1])
     return cfg, width
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_random_init_warning():
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" for a model built
+    without weights. The outline is built that way on purpose (the weights are checked, then
+    loaded where the frames are embedded), so the warning would be false."""
+    root = logging.getLogger()
+    dropped = _DropRandomInitWarning()
+    root.addFilter(dropped)
+    try:
+        yield
+    finally:
+        root.removeFilter(dropped)
 
 
 def _create_model_overrides(overrides: dict) -> dict:

@@ -82,6 +82,17 @@ class ZeroShotClassifier:
                 num_classes_per_batch=32, device=encoder.device,
             )
         self.weights = weights.float().cpu().numpy()  # (D, C)
+        self._plain: np.ndarray | None = None
+
+    @property
+    def label_vectors(self) -> np.ndarray:
+        """Each label embedded as written (no template): the text whose confidence says whether a
+        segment shows the label, exactly as a search for it would."""
+        if self._plain is None:
+            from .confidence import encode_texts
+
+            self._plain = encode_texts(self.encoder, self.labels)
+        return self._plain
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         logits = self.encoder.logit_scale * (np.atleast_2d(vectors) @ self.weights)
@@ -96,24 +107,118 @@ class ZeroShotClassifier:
 
 @dataclass
 class ClipClassification:
+    """``labels``: the top labels by probability (softmax over the set, as CLIP computes it), each
+    with ``confidence``/``match`` when a calibration was given; ``label``: None ("none of these
+    labels") when no label matches anywhere in the clip, else the best label (``open_set_answer``);
+    ``matches``: every label that matches somewhere in the clip (a clip whose scenes show two
+    labels gets both), most confident first."""
+
     path: str
     duration: float
     labels: list[dict]
     segments: list[dict] = field(default_factory=list)
+    label: str | None = None
+    matches: list[dict] = field(default_factory=list)
+    calibration: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "duration": self.duration, "labels": self.labels, "segments": self.segments}
+        if self.calibration is None:  # no calibration, no verdict: the output as it was
+            return {"path": self.path, "duration": self.duration, "labels": self.labels, "segments": self.segments}
+        return {"path": self.path, "duration": self.duration, "label": self.label, "labels": self.labels,
+                "segments": self.segments, "matches": self.matches, "calibration": self.calibration}
+
+
+def _with_confidence(rows: list[dict], confidence: dict[str, float] | None) -> list[dict]:
+    from .confidence import is_match
+
+    if confidence is None:
+        return rows
+    return [{**row, "confidence": round(float(confidence[row["label"]]), 4),
+             "match": is_match(confidence[row["label"]])} for row in rows]
+
+
+def open_set_answer(labels: list[str], clip_probs: np.ndarray, segment_probs: list[np.ndarray],
+                    confidence: np.ndarray) -> tuple[str | None, list[str | None]]:
+    """The answers "which of these labels?" for a clip and each of its segments.
+
+    ``confidence``: (labels, segments). A segment whose labels all have confidence <= 0.5 shows
+    none of them (None); otherwise its answer is its most probable label, as CLIP has always
+    answered (the probabilities are relative: among the given labels). The clip's answer is the
+    most probable over the whole clip of its segments' answers, None when every segment's is None."""
+    from .confidence import MATCH_THRESHOLD
+
+    answers = [labels[int(np.argmax(probs))] if (confidence[:, j] > MATCH_THRESHOLD).any() else None
+               for j, probs in enumerate(segment_probs)]
+    found = {a for a in answers if a is not None}
+    index = {label: i for i, label in enumerate(labels)}
+    return (max(found, key=lambda label: clip_probs[index[label]]) if found else None), answers
 
 
 def classify_clip(encoder, path: str, classifier: ZeroShotClassifier, config: IndexConfig,
-                  per_segment: bool = False, top: int | None = 5) -> ClipClassification:
-    """Classify a whole clip (mean-pooled frames), and optionally each of its segments."""
+                  per_segment: bool = False, top: int | None = 5, calibration=None) -> ClipClassification:
+    """Classify a whole clip (mean-pooled frames), and optionally each of its segments.
+
+    With a ``calibration`` (``pipeline.confidence.load_calibration``) each label also gets its
+    confidence of being shown: the best over the clip's segments (scene-aware by default), so a
+    label shown in one scene of several matches; ``label`` is None when no label matches."""
     embedded = embed_video(path, encoder, config)
-    clip_probs = classifier.probabilities(mean_pool(embedded.vectors))[0]
+    clip_vector = mean_pool(embedded.vectors)
+    clip_probs = classifier.probabilities(clip_vector)[0]
+    segments = build_segments(embedded.times, embedded.vectors, embedded.info.duration, config.segments) \
+        if per_segment or calibration is not None else []
+    segment_probs = [classifier.probabilities(seg.vector)[0] for seg in segments]
+    conf = answers = None
+    if calibration is not None:
+        # Per segment only: the mean of a clip whose scenes differ is a blend of them (a white square
+        # then a yellow triangle average to something like "a yellow square").
+        vectors = np.vstack([np.atleast_2d(seg.vector) for seg in segments] or [np.atleast_2d(clip_vector)])
+        conf = calibration.confidence_matrix(classifier.labels, classifier.label_vectors, vectors)  # (C, S)
+        best = {label: float(conf[i].max()) for i, label in enumerate(classifier.labels)}
+        label, answers = open_set_answer(classifier.labels, clip_probs, segment_probs or [clip_probs], conf)
     result = ClipClassification(path=path, duration=embedded.info.duration,
-                                labels=classifier.ranked(clip_probs, top))
+                                labels=_with_confidence(classifier.ranked(clip_probs, top),
+                                                        best if conf is not None else None))
+    if conf is not None:
+        result.label = label
+        result.matches = sorted(({"label": name, "confidence": round(value, 4)} for name, value in best.items()
+                                 if value > 0.5), key=lambda row: -row["confidence"])
+        result.calibration = calibration.describe()
     if per_segment:
-        for seg in build_segments(embedded.times, embedded.vectors, embedded.info.duration, config.segments):
-            probs = classifier.probabilities(seg.vector)[0]
-            result.segments.append({"start": seg.start, "end": seg.end, "labels": classifier.ranked(probs, top)})
+        for j, (seg, probs) in enumerate(zip(segments, segment_probs)):
+            here = None if conf is None else {name: float(conf[i, j]) for i, name in enumerate(classifier.labels)}
+            row = {"start": seg.start, "end": seg.end, "labels": _with_confidence(classifier.ranked(probs, top), here)}
+            if here is not None:
+                row = {"start": seg.start, "end": seg.end, "label": answers[j], "labels": row["labels"]}
+            result.segments.append(row)
     return result
+
+
+def format_classification(result: ClipClassification) -> str:
+    """`vidsift classify`'s human text: the verdict, the top labels, and each segment."""
+    from .search import format_timestamp
+
+    lines = [f"{result.path} ({result.duration:.1f} s)"]
+    if result.calibration is not None:
+        if result.label is None:
+            lines.append("none of these labels")
+        else:
+            others = [m["label"] for m in result.matches if m["label"] != result.label]
+            lines.append(f"label: {result.label}" + (f" (also shown: {', '.join(others)})" if others else ""))
+    for row in result.labels:
+        extra = "" if "confidence" not in row else \
+            f"  {100 * row['confidence']:5.1f}%  {'match' if row['match'] else 'weak '}"
+        lines.append(f"  {row['probability']:.4f}{extra}  {row['label']}")
+    for seg in result.segments:
+        best = seg["labels"][0]
+        span = f"{format_timestamp(seg['start'])}-{format_timestamp(seg['end'])}"
+        if "label" in seg:
+            if seg["label"] is None:
+                lines.append(f"  {span}  none (closest: {best['label']}, confidence {best['confidence']:.3f})")
+            else:
+                conf = next((r["confidence"] for r in seg["labels"] if r["label"] == seg["label"]), None)
+                lines.append(f"  {span}  {seg['label']}" + (f" ({conf:.3f})" if conf is not None else ""))
+        else:
+            lines.append(f"  {span}  {best['label']} ({best['probability']:.3f})")
+    if result.calibration is not None and result.calibration["source"] != "fitted":
+        lines.append(f"confidence calibration: {result.calibration['note']}")
+    return "\n".join(lines)

@@ -33,16 +33,158 @@ class FrameChunk:
     thumbnails: list[bytes]   # one small JPEG per frame
 
 
+# What FFmpeg and decord say, in words. Their raw text (C++ check expressions, build paths, AVERROR
+# numbers such as 1094995529) is never a reason a user sees (README: what a damaged file gets).
+_AVERROR_INVALIDDATA, _AVERROR_EOF = 1094995529, 541478725
+_DECODER_CAUSES = (
+    (r"moov atom not found", "its MP4 index (moov atom) is missing: the file is truncated or was never finished"),
+    (r"cannot find video stream|no video stream|video stream not found", "no video stream in the file"),
+    (r"Decoder not found|decoder .* not found|Unsupported codec|codec not (?:currently )?supported",
+     "its video codec is not supported"),
+    (r"Cannot allocate memory|out of memory|std::bad_alloc", "out of memory while decoding it"),
+    (r"Permission denied", "permission denied"),
+    (r"End of file|" + str(_AVERROR_EOF), "the file ends unexpectedly (truncated)"),
+    (r"avcodec_send_packet|Error sending packet|avcodec_receive_frame|Error while decoding|decode_slice|"
+     r"concealing|corrupt", "its video data is corrupt: the decoder rejected it"),
+    (r"Invalid data found when processing input|" + str(_AVERROR_INVALIDDATA),
+     "not a readable video: unrecognised or corrupt data (it is not a video, or it is damaged)"),
+)
+TRUNCATION_TOLERANCE_S = 0.5  # a file may end this much before its declared duration, no more
+
+
+def plain_decoder_reason(text: str) -> str:
+    """A decoder's message (decord's C++ check text, FFmpeg's, PyAV's) as a cause in words; never
+    the raw text or its error numbers."""
+    for pattern, cause in _DECODER_CAUSES:
+        if re.search(pattern, text, re.IGNORECASE):
+            return cause
+    return "the decoder cannot read it (corrupt, or a format it does not support)"
+
+
 def _clean_decord_message(exc: Exception) -> str:
-    """decord prefixes messages with its build path and C++ check text; keep the human part."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"^\[[\d:]+\]\s*\S+:\d+:\s*", "", text)
-    text = re.sub(r"^Check failed: .*?\)\s*", "", text)
-    return text[:300]
+    """decord's message in words (it prefixes its own with build paths and C++ check text)."""
+    return plain_decoder_reason(str(exc) or type(exc).__name__)
 
 
-def open_video(path: str):
-    """Open a video with decord, turning every failure into a ``VideoError`` with the cause."""
+@dataclass(frozen=True)
+class ContainerFacts:
+    """What a video's container declares, read with PyAV from its header (no decoding)."""
+
+    declared_s: float | None  # the longest duration the header states (container or video stream)
+
+
+def _open_av(path: str):
+    """PyAV's container for ``path``, or ``VideoError`` with the cause in words (from the error
+    number and the file's structure only: FFmpeg's log lines are not a reliable source, it skips
+    repeats)."""
+    import av
+
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        if _mp4_without_index(path):
+            raise VideoError(path, "open", "its MP4 index (moov atom) is missing: the file is truncated or was "
+                                           "never finished") from None
+        raise VideoError(path, "open", plain_decoder_reason(f"{exc.strerror or ''} {exc.errno or ''}")) from None
+
+
+def _mp4_without_index(path: str) -> bool:
+    """An MP4/MOV file (it starts with an ``ftyp`` box) whose top-level boxes hold no ``moov``:
+    the index an MP4 writer adds when it finishes, so the file was cut short or never closed."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            offset, first = 0, True
+            while offset + 8 <= size:
+                fh.seek(offset)
+                header = fh.read(16)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if first and kind != b"ftyp":
+                    return False
+                first = False
+                if kind == b"moov":
+                    return False
+                if length == 1 and len(header) == 16:
+                    length = int.from_bytes(header[8:16], "big")
+                elif length == 0:
+                    break
+                if length < 8:
+                    break
+                offset += length
+            return not first
+    except OSError:
+        return False
+
+
+def _video_stream(container, path: str):
+    streams = [s for s in container.streams.video if not (s.disposition & 1024)]  # 1024: attached picture
+    if not streams:
+        raise VideoError(path, "open", "no video stream in the file")
+    return streams[0]
+
+
+def container_facts(path: str) -> ContainerFacts:
+    """The durations a file's header declares, without decoding: the container's duration, the
+    video stream's, and its frame count over its frame rate (an AVI's header keeps the frame
+    count even when its index is gone). Raises ``VideoError`` when the file is no video."""
+    with _open_av(path) as container:
+        stream = _video_stream(container, path)
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        candidates = []
+        if container.duration:
+            candidates.append(container.duration / 1e6)
+        if stream.duration and stream.time_base:
+            candidates.append(float(stream.duration * stream.time_base))
+        if stream.frames and rate > 0:
+            candidates.append(stream.frames / rate)
+        candidates = [c for c in candidates if np.isfinite(c) and c > 0]
+        return ContainerFacts(declared_s=max(candidates) if candidates else None)
+
+
+def readable_span(path: str) -> tuple[float, float]:
+    """(end of the video stream, end of the whole file) in seconds, from reading every packet in
+    order with PyAV. Sequential demuxing does not depend on an index and reads what is really in
+    the file, the same way every time (decord, seeking in a file whose index is gone, does not)."""
+    import av
+
+    with _open_av(path) as container:
+        video = _video_stream(container, path)
+        ends: dict[int, float] = {}
+        counts: dict[int, int] = {}
+        try:
+            for packet in container.demux():
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                stream = packet.stream
+                counts[stream.index] = counts.get(stream.index, 0) + 1
+                if stamp is None or stream.time_base is None:
+                    continue
+                end = float((stamp + (packet.duration or 0)) * stream.time_base)
+                start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+                ends[stream.index] = max(ends.get(stream.index, 0.0), end - start)
+        except (av.error.FFmpegError, OSError):
+            pass  # the file ends (or breaks) here: what was read so far is what is there
+        rate = float(video.average_rate or video.guessed_rate or 0)
+        if video.index not in ends and counts.get(video.index) and rate > 0:
+            ends[video.index] = counts[video.index] / rate  # packets without timestamps
+        return ends.get(video.index, 0.0), max(ends.values(), default=0.0)
+
+
+def truncation_reason(path: str, facts: ContainerFacts | None = None) -> str | None:
+    """The reason a file is recorded as damaged, when it ends well before the duration its header
+    declares (an interrupted copy, download or recording), else None. Decided from the header and
+    a sequential read only, so the same file always gets the same answer and the same words."""
+    facts = facts or container_facts(path)
+    if not facts.declared_s:
+        return None
+    video_end, file_end = readable_span(path)
+    if file_end >= facts.declared_s - TRUNCATION_TOLERANCE_S:
+        return None
+    return (f"truncated or damaged: its video stops at {video_end:.1f} s but its header declares "
+            f"{facts.declared_s:.1f} s; nothing of it was indexed (copy it again, or remux what is there, "
+            f"e.g. ffmpeg -i IN -c copy OUT.mkv, and index that)")
+
+
+def _check_file(path: str) -> None:
     if not os.path.exists(path):
         raise VideoError(path, "open", "file does not exist")
     if not os.path.isfile(path):
@@ -51,18 +193,26 @@ def open_video(path: str):
         raise VideoError(path, "open", "permission denied")
     if os.path.getsize(path) == 0:
         raise VideoError(path, "open", "empty file (0 bytes)")
+
+
+def open_video(path: str):
+    """Open a video with decord, turning every failure into a ``VideoError`` with the cause in
+    words. The header is read with PyAV first: a file that is no video never reaches decord
+    (which prints its own error lines before raising)."""
+    _check_file(path)
+    container_facts(path)
+    return _open_decord(path)
+
+
+def _open_decord(path: str):
+    import av  # noqa: F401 - PyAV's libraries before decord's (pipeline/synth.py: the libvpx clash)
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own stderr chatter; we report the cause
     try:
         reader = decord.VideoReader(path, num_threads=1)
     except Exception as exc:  # decord raises RuntimeError / DECORDError with C++ noise
-        message = _clean_decord_message(exc)
-        if "video stream" in message:
-            reason = "no video stream in the file"
-        else:
-            reason = f"not a readable video (corrupt, truncated or not a video): {message}"
-        raise VideoError(path, "open", reason) from None
+        raise VideoError(path, "open", _clean_decord_message(exc)) from None
     return reader
 
 
@@ -74,7 +224,7 @@ def probe(reader, path: str) -> tuple[VideoInfo, np.ndarray]:
     try:
         stamps = np.asarray(reader.get_frame_timestamp(np.arange(n)), dtype=np.float64)
     except Exception as exc:
-        raise VideoError(path, "open", f"cannot read frame timestamps: {_clean_decord_message(exc)}") from None
+        raise VideoError(path, "open", f"cannot read its frame timestamps: {_clean_decord_message(exc)}") from None
     starts = stamps[:, 0]
     duration = float(stamps[-1, 1])
     height, width = _frame_shape(reader, path)
@@ -89,7 +239,7 @@ def _frame_shape(reader, path: str) -> tuple[int, int]:
         shape = reader.next().shape
         reader.seek(0)
     except Exception as exc:
-        raise VideoError(path, "decode", f"first frame does not decode: {_clean_decord_message(exc)}") from None
+        raise VideoError(path, "decode", f"its first frame does not decode: {_clean_decord_message(exc)}") from None
     return int(shape[0]), int(shape[1])
 
 
@@ -106,19 +256,51 @@ def iter_frame_chunks(
         except Exception as exc:
             raise VideoError(
                 info.path, "decode",
-                f"frames {int(chunk_idx[0])}-{int(chunk_idx[-1])} of {info.n_frames} do not decode "
-                f"(truncated or corrupt?): {_clean_decord_message(exc)}",
+                _clean_decord_message(exc),  # no frame numbers: decord's varied from run to run
             ) from None
         squares, thumbs = transform.squares_and_thumbnails(frames, config.thumbnail_height)
         yield FrameChunk(pixels=squares, times=frame_starts[chunk_idx], thumbnails=thumbs)
 
 
 def decode_video(path: str, transform: FrameTransform, config: IndexConfig) -> tuple[VideoInfo, Iterator[FrameChunk]]:
-    """Open, probe and plan; return the info and a lazy iterator over decoded chunks."""
-    reader = open_video(path)
-    info, starts = probe(reader, path)
+    """Open, probe and plan; return the info and a lazy iterator over decoded chunks.
+
+    A damaged file gets one answer, whatever decord makes of it (its results on a file whose
+    index is gone vary from run to run: an error, part of the video, a single frame): the file's
+    header is read first (PyAV; a file that is no video never reaches decord), and when decord
+    then sees less than the header declares, or fails, a sequential read of the file decides
+    whether it is truncated (``truncation_reason``): if so it is recorded as a failure with both
+    durations, and otherwise decord's cause is given in words."""
+    from . import faults
+
+    faults.inject(path)  # tests only (VIDSIFT_TEST_FAULT); the Ray task applies it before this
+    _check_file(path)
+    facts = container_facts(path)
+    try:
+        reader = _open_decord(path)
+        info, starts = probe(reader, path)
+    except VideoError:
+        _raise_if_truncated(path, facts)
+        raise
+    if facts.declared_s and info.duration < facts.declared_s - TRUNCATION_TOLERANCE_S:
+        _raise_if_truncated(path, facts)
     indices = plan_frame_indices(starts, info.duration, config.sampling)
-    return info, iter_frame_chunks(reader, info, indices, starts, transform, config)
+    return info, _truncation_checked(path, facts, iter_frame_chunks(reader, info, indices, starts, transform, config))
+
+
+def _raise_if_truncated(path: str, facts: ContainerFacts) -> None:
+    reason = truncation_reason(path, facts)
+    if reason:
+        raise VideoError(path, "decode", reason)
+
+
+def _truncation_checked(path: str, facts: ContainerFacts, chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+    """Frames that fail to decode in a truncated file fail it as truncated, like any other way."""
+    try:
+        yield from chunks
+    except VideoError:
+        _raise_if_truncated(path, facts)
+        raise
 
 
 def refine_cuts(path: str, intervals: list[tuple[float, float]], probe_width: int = 64,

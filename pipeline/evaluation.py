@@ -280,3 +280,202 @@ def msrvtt_report(store: VideoStore, encoder, queries: list[dict], pooling: str 
         ranks.append(next((i + 1 for i, h in enumerate(ranking) if h.video_id == target), len(ids) + 1))
     return {"model": encoder.model_key, "pooling": pooling, "videos": len(ids),
             "retrieval": {"all": _rank_stats(ranks)}}
+
+
+# ---- the "no match" decision (issue 17) ------------------------------------------------------
+
+# Queries no shapes-world video shows: things of other worlds, gibberish, and words that are all
+# stop words (nothing left to look for).
+OUT_OF_WORLD_QUERIES = (
+    "an airplane", "a bowl of soup", "a dog catching a frisbee", "a person talking", "a city street at night",
+    "a sunset over the sea", "a birthday cake", "people dancing", "a red car", "a green forest",
+    "xq zzv kk", "blorp fnargle", "qwerty uiop", "zzz",
+    "the of and", "a", "a photo of the",
+)
+THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.05, 1.0, 0.05))
+
+
+def _shows(video: dict, label: str, start: float, end: float) -> bool:
+    """The scene overlapping [start, end] the most is one of ``label``."""
+    best = max(video["scenes"], key=lambda s: _overlap(start, end, s["start"], s["end"]), default=None)
+    return best is not None and best["label"] == label and _overlap(start, end, best["start"], best["end"]) > 0
+
+
+def _rate(hits: int, n: int) -> dict:
+    return {"rate": round(hits / n, 4) if n else None, "hits": int(hits), "n": int(n)}
+
+
+def no_match_report(store: VideoStore, encoder, videos: list[dict], calibration, k: int = 10,
+                    labels: list[str] | None = None, templates: list[str] | None = None,
+                    out_of_world: tuple[str, ...] = OUT_OF_WORLD_QUERIES, seed: int = 0) -> dict:
+    """How right "no match" is on the manifest's indexed videos, per label of the shapes world.
+
+    Every label is searched (top ``k``, exact, restricted to these videos). A label is *present*
+    when a scene of these videos shows it, else *absent*; a query answers "no match" when none of
+    its ``k`` hits has confidence above the threshold. Reported at the threshold 0.5 (``match``),
+    split into seen and held-out pairs: precision and recall of "no match" (absent = positive),
+    the false-"no match" rate on present labels, the false-match rate on absent ones, R@1 (the top
+    hit shows the label) and how often the top hit of a present label is marked ``match``; the same
+    rates over the threshold (``curve``); out-of-world and gibberish queries; the reliability of
+    the confidences (hits binned by confidence against how often they show the label, ECE); and
+    open-set classification: clips against the labels without theirs (answer "none"), and with
+    them (top-1: the label answered, against the most probable label as before)."""
+    labels = labels or all_labels()
+    suffix = encoder.spec.table_suffix
+    rows = {r["path"]: r for r in store.video_rows(suffix, ["video_id", "path", "vector"])}
+    videos = [v for v in videos if v["abspath"] in rows]
+    ids = {rows[v["abspath"]]["video_id"]: v for v in videos}
+    where = _id_filter(ids)
+    present = {s["label"] for v in videos for s in v["scenes"]}
+    vectors = dict(zip(labels, encoder.encode_texts(labels)))
+    queries = []
+    reliability = []  # (confidence, shows the label)
+    for label in labels:
+        hits = search_vector(store, suffix, vectors[label], k=k, where=where, exact=True, thumbnails=False,
+                             text=label, calibration=calibration)
+        confs = [h.confidence or 0.0 for h in hits]
+        shows = [_shows(ids[h.video_id], label, h.start, h.end) for h in hits]
+        reliability += list(zip(confs, shows))
+        queries.append({"query": label, "split": _split(label), "present": label in present,
+                        "top1_shows": bool(shows and shows[0]), "top1_confidence": confs[0] if confs else 0.0,
+                        "max_confidence": max(confs, default=0.0),
+                        "top1_rivals": calibration.best_rivals(label, _hit_vector(store, suffix, hits[0]))[0]
+                        if hits else []})
+    oow = []
+    for text, vector in zip(out_of_world, encoder.encode_texts(list(out_of_world))):
+        hits = search_vector(store, suffix, vector, k=k, where=where, exact=True, thumbnails=False,
+                             text=text, calibration=calibration)
+        oow.append({"query": text, "max_confidence": max((h.confidence or 0.0 for h in hits), default=0.0)})
+
+    def decide(threshold: float) -> dict:
+        out = {}
+        for split in ("seen", "heldout", "all"):
+            qs = [q for q in queries if split == "all" or q["split"] == split]
+            pres = [q for q in qs if q["present"]]
+            absent = [q for q in qs if not q["present"]]
+            said_none = [q for q in qs if q["max_confidence"] <= threshold]
+            right_none = [q for q in said_none if not q["present"]]
+            out[split] = {
+                "no_match_precision": _rate(len(right_none), len(said_none)),
+                "no_match_recall": _rate(len(right_none), len(absent)),
+                "false_no_match_present": _rate(sum(q["max_confidence"] <= threshold for q in pres), len(pres)),
+                "false_match_absent": _rate(sum(q["max_confidence"] > threshold for q in absent), len(absent)),
+                "present_top1_match": _rate(sum(q["top1_confidence"] > threshold for q in pres), len(pres)),
+                "present_R@1": _rate(sum(q["top1_shows"] for q in pres), len(pres)),
+            }
+        out["out_of_world_no_match"] = _rate(sum(q["max_confidence"] <= threshold for q in oow), len(oow))
+        return out
+
+    from .confidence import MATCH_THRESHOLD
+
+    return {
+        "model": encoder.model_key, "k": k, "videos": len(ids), "labels_present": len(present & set(labels)),
+        "labels_absent": len(set(labels) - present), "calibration": calibration.describe(),
+        "threshold": MATCH_THRESHOLD, "at_threshold": decide(MATCH_THRESHOLD),
+        "curve": [{"threshold": t, **decide(t)} for t in THRESHOLDS],
+        "reliability": _reliability(reliability),
+        "open_set_classification": open_set_classification(store, encoder, videos, calibration, labels, templates,
+                                                           seed=seed),
+        "queries": queries, "out_of_world": oow,
+    }
+
+
+def _hit_vector(store: VideoStore, suffix: str, hit) -> np.ndarray:
+    from .search import segment_vectors
+
+    found = segment_vectors(store, suffix, [(hit.video_id, hit.segment_index)])
+    return found[(hit.video_id, hit.segment_index)][None, :]
+
+
+def _reliability(pairs: list[tuple[float, bool]], bins: int = 10) -> dict:
+    """Hits binned by confidence: mean confidence against the fraction that show the label; ECE."""
+    out, ece = [], 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [(c, ok) for c, ok in pairs if lo <= c < hi or (b == bins - 1 and c == 1.0)]
+        if not inside:
+            continue
+        mean_c = float(np.mean([c for c, _ in inside]))
+        frac = float(np.mean([ok for _, ok in inside]))
+        ece += len(inside) / len(pairs) * abs(mean_c - frac)
+        out.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": len(inside), "mean_confidence": round(mean_c, 4),
+                    "shows_label": round(frac, 4)})
+    return {"bins": out, "ece": round(ece, 4), "n": len(pairs)}
+
+
+def open_set_classification(store: VideoStore, encoder, videos: list[dict], calibration,
+                            labels: list[str] | None = None, templates: list[str] | None = None,
+                            small_sets: int = 3, seed: int = 0) -> dict:
+    """Each video classified from its stored segment vectors, as `vidsift classify` does a clip:
+    against the label set without its labels ("none" is right), against the whole set (the label
+    answered, and the most probable label as before), and, for videos of several scenes, whether
+    every label they show matches."""
+    from .classify import ZeroShotClassifier, open_set_answer
+
+    labels = labels or all_labels()
+    suffix = encoder.spec.table_suffix
+    rows = {r["path"]: r for r in store.video_rows(suffix, ["video_id", "path", "vector"])}
+    classifier = ZeroShotClassifier(encoder, labels, templates)
+    table = store.segments_table(suffix)
+    rng = np.random.default_rng(seed)
+    none_full, none_small, top1, top1_before, multi_all = (SplitTally(), SplitTally(), SplitTally(), SplitTally(),
+                                                          Tally())
+    for video in videos:
+        row = rows.get(video["abspath"])
+        if row is None:
+            continue
+        seg = table.search().where(f"video_id = '{row['video_id']}'").select(["vector"]).limit(None).to_arrow()
+        segs = np.asarray(seg.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                          dtype=np.float32).reshape(seg.num_rows, -1)
+        if not len(segs):
+            continue
+        matrix = calibration.confidence_matrix(labels, classifier.label_vectors, segs)  # (labels, segments)
+        best = dict(zip(labels, matrix.max(axis=1)))
+        truth = sorted({s["label"] for s in video["scenes"]})
+        probs = classifier.probabilities(np.asarray(row["vector"], dtype=np.float32))[0]
+        if len(truth) == 1:
+            label = truth[0]
+            others = [i for i, lab in enumerate(labels) if lab != label]
+            none_full.add(label, not any(best[labels[i]] > 0.5 for i in others))
+            for _ in range(small_sets):
+                picked = rng.choice(others, size=int(rng.integers(2, 6)), replace=False)
+                none_small.add(label, not any(best[labels[i]] > 0.5 for i in picked))
+            answer, _ = open_set_answer(labels, probs, list(classifier.probabilities(segs)), matrix)
+            top1.add(label, answer == label)
+            top1_before.add(label, labels[int(np.argmax(probs))] == label)
+        else:
+            multi_all.add(all(best.get(t, 0.0) > 0.5 for t in truth))
+    return {"none_without_true_label": none_full.to_dict(), "none_small_sets_without_true_label": none_small.to_dict(),
+            "top1_with_none": top1.to_dict(), "top1_before": top1_before.to_dict(),
+            "multi_scene_all_labels_match": multi_all.to_dict()}
+
+
+def format_no_match(report: dict) -> str:
+    """The human lines of ``no_match_report`` (at the threshold, seen / held-out / all)."""
+    at = report["at_threshold"]
+
+    def f(cell):
+        return "   -  " if cell["rate"] is None else f"{cell['rate']:.3f} ({cell['hits']}/{cell['n']})"
+
+    cal = report["calibration"]
+    lines = [f"no match (top {report['k']}, confidence > {report['threshold']:g} = match; calibration: "
+             f"{cal['source']}; {report['labels_present']} labels present, {report['labels_absent']} absent)"]
+    names = [("absent answered no match", "no_match_recall"), ("no match precision", "no_match_precision"),
+             ("false no match, present", "false_no_match_present"), ("false match, absent", "false_match_absent"),
+             ("present: top hit marked match", "present_top1_match"), ("present: R@1", "present_R@1")]
+    lines.append(f"  {'':<32}{'seen':<20}{'held-out':<20}all")
+    for title, key in names:
+        lines.append(f"  {title:<32}{f(at['seen'][key]):<20}{f(at['heldout'][key]):<20}{f(at['all'][key])}")
+    lines.append(f"  out-of-world/gibberish no match  {f(at['out_of_world_no_match'])}")
+    osc = report["open_set_classification"]
+    lines.append(f"  classify without the true label: none {f(osc['none_without_true_label']['seen'])} seen, "
+                 f"{f(osc['none_without_true_label']['heldout'])} held-out; small sets "
+                 f"{f(osc['none_small_sets_without_true_label']['seen'])} seen, "
+                 f"{f(osc['none_small_sets_without_true_label']['heldout'])} held-out")
+    lines.append(f"  classify top-1 with none {f(osc['top1_with_none']['seen'])} seen, "
+                 f"{f(osc['top1_with_none']['heldout'])} held-out (before: {f(osc['top1_before']['seen'])}, "
+                 f"{f(osc['top1_before']['heldout'])})")
+    if osc["multi_scene_all_labels_match"]["n"]:
+        lines.append(f"  multi-scene clips with every shown label matched {f(osc['multi_scene_all_labels_match'])}")
+    lines.append(f"  reliability: ECE {report['reliability']['ece']:.3f} over {report['reliability']['n']} hits")
+    return "\n".join(lines)

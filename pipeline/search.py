@@ -1,12 +1,14 @@
-"""Text (or vector) -> best-matching segments, best first."""
+"""Text (or vector) -> best-matching segments, best first, each with a calibrated confidence that
+it shows what the text describes (``pipeline.confidence``)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .store import VideoStore
+from .store import VideoStore, sql_in
 
 MAX_K = 10_000
 
@@ -23,6 +25,8 @@ class SearchHit:
     n_frames: int
     tags: list[str]
     thumbnail: bytes
+    confidence: float | None = None  # how likely the segment shows the query (text queries only)
+    match: bool | None = None        # confidence > 0.5
 
     def to_dict(self, with_thumbnail: bool = False) -> dict:
         out = asdict(self)
@@ -96,24 +100,62 @@ def query_scored(store: VideoStore, suffix: str, vector: np.ndarray, rows: list[
     return sorted(rows, key=lambda r: -r["score"])
 
 
+def segment_vectors(store: VideoStore, suffix: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
+    """The stored (mean-pooled) vectors of segments by (video id, segment index), read through the
+    video_id B-tree that comes with the ANN index (a few milliseconds for a page of hits)."""
+    table = store.segments_table(suffix)
+    wanted = set(keys)
+    if table is None or not wanted:
+        return {}
+    data = (table.search().where(sql_in("video_id", sorted({vid for vid, _ in wanted})))
+            .select(["video_id", "segment_index", "vector"]).limit(None).to_arrow())
+    vectors = np.asarray(data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                         dtype=np.float32).reshape(data.num_rows, -1)
+    return {(vid, int(index)): vectors[i] for i, (vid, index) in
+            enumerate(zip(data.column("video_id").to_pylist(), data.column("segment_index").to_pylist()))
+            if (vid, int(index)) in wanted}
+
+
+def attach_confidence(store: VideoStore, suffix: str, hits: list[dict], text: str, vector: np.ndarray,
+                      calibration) -> None:
+    """Set ``confidence`` on each hit for the query ``text``: that of its best-scoring segment (a hit
+    merged from pieces of one scene keeps the best piece's row). The vectors come with the hits when
+    the store returns them, else from one read by video id."""
+    missing = [(h["video_id"], int(h["segment_index"])) for h in hits if h.get("vector") is None]
+    found = segment_vectors(store, suffix, missing) if missing else {}
+    vectors = [h["vector"] if h.get("vector") is not None else found.get((h["video_id"], int(h["segment_index"])))
+               for h in hits]
+    present = [i for i, v in enumerate(vectors) if v is not None]
+    scores = calibration.confidences(text, vector, np.stack([np.asarray(vectors[i], dtype=np.float32)
+                                                             for i in present])) if present else []
+    for hit in hits:
+        hit["confidence"] = None
+    for i, score in zip(present, scores):
+        hits[i]["confidence"] = float(score)
+
+
 def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 10, per_video: bool = False,
                   where: str | None = None, exact: bool = False, pooling: str = "mean",
-                  thumbnails: bool = True) -> list[SearchHit]:
+                  thumbnails: bool = True, text: str | None = None, calibration=None) -> list[SearchHit]:
     """Top-k moments for a query vector, best first; with ``per_video`` only each video's best.
 
     Pieces of one scene are merged into one moment; we over-fetch and widen until k moments are
     found or the table is exhausted. ``pooling="qs"`` re-ranks the mean-pooled candidates with
     query-scored pooling of their frames. With ``thumbnails=False`` no thumbnail is read (hits
-    carry ``b""``): the CLI without ``--thumbnails`` and evaluation need none.
+    carry ``b""``): the CLI without ``--thumbnails`` and evaluation need none. With the query's
+    ``text`` and a ``calibration`` (``pipeline.confidence.load_calibration``), each hit carries its
+    ``confidence`` and ``match``; without them both are None (a search by example image).
     """
     if not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
     if pooling not in POOLINGS:
         raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     fetch = k * (8 if per_video else 2) * (4 if pooling == "qs" else 1)
+    with_vectors = text is not None and calibration is not None  # confidence scores the hits' vectors
     while True:
         try:
-            rows = store.search_segments(suffix, vector, fetch, where=where, exact=exact, thumbnails=thumbnails)
+            rows = store.search_segments(suffix, vector, fetch, where=where, exact=exact, thumbnails=thumbnails,
+                                         vectors=with_vectors)
         except Exception as exc:
             if where:
                 raise InputError(f"Bad filter {where!r}: {str(exc).splitlines()[0][:200]}") from None
@@ -129,19 +171,89 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
         if len(hits) >= k or len(rows) < fetch:
             break
         fetch *= 4
+    hits = hits[:k]
+    if text is not None and calibration is not None and hits:
+        attach_confidence(store, suffix, hits, text, vector, calibration)
     return [SearchHit(rank=i + 1, score=round(float(r["score"]), 6), path=r["path"], start=float(r["start"]),
                       end=float(r["end"]), video_id=r["video_id"], segment_index=int(r["first_index"]),
-                      n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=r.get("thumbnail") or b"")
-            for i, r in enumerate(hits[:k])]
+                      n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=r.get("thumbnail") or b"",
+                      confidence=None if r.get("confidence") is None else round(float(r["confidence"]), 4),
+                      match=_is_match(r.get("confidence")))
+            for i, r in enumerate(hits)]
+
+
+def _is_match(confidence) -> bool | None:
+    from .confidence import is_match
+
+    return is_match(confidence)
 
 
 def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: bool = False,
                 where: str | None = None, exact: bool = False, pooling: str = "mean",
-                thumbnails: bool = True) -> list[SearchHit]:
+                thumbnails: bool = True, calibration=None, confidence: bool = True) -> list[SearchHit]:
+    """Search by text. Hits carry ``confidence``/``match`` (``calibration``: the model's, loaded
+    here when not given; ``confidence=False`` skips them)."""
     query = (query or "").strip()
     if not query:
         raise InputError("The search query is empty: describe what you are looking for.")
     require_indexed(store, encoder.spec)
     vector = encoder.encode_texts([query])[0]
+    if confidence and calibration is None:
+        from .confidence import load_calibration
+
+        calibration = load_calibration(store, encoder)
     return search_vector(store, encoder.spec.table_suffix, vector, k=k, per_video=per_video, where=where,
-                         exact=exact, pooling=pooling, thumbnails=thumbnails)
+                         exact=exact, pooling=pooling, thumbnails=thumbnails, text=query if confidence else None,
+                         calibration=calibration if confidence else None)
+
+
+# ---- what `vidsift search` prints ---------------------------------------------------------------
+
+def visible_hits(hits: list[SearchHit], matches_only: bool = False) -> list[SearchHit]:
+    """The hits shown: all of them, or (``--matches-only``) those that match."""
+    return [h for h in hits if h.match] if matches_only else list(hits)
+
+
+def search_report(query: str, model_key: str, hits: list[SearchHit], calibration=None,
+                  matches_only: bool = False, thumbnail_dir: str | None = None) -> tuple[dict, str]:
+    """`vidsift search`'s output: the ``--json`` payload and the human text.
+
+    JSON: ``query``, ``model``, ``results`` (each hit's fields, with ``match`` and ``confidence``;
+    ``thumbnail_file`` when ``thumbnail_dir`` is given), ``matches`` (results with match true) and
+    ``calibration`` (where the confidence comes from). Human: one line per result, marked ``match``
+    or ``weak``; when nothing matches, a first line ``no match for "<query>"`` and the closest
+    segments, weak (``matches_only`` drops every weak result); a last line says when the
+    calibration is not one fitted on this archive.
+    """
+    shown = visible_hits(hits, matches_only)
+    results = [hit.to_dict() for hit in shown]
+    if thumbnail_dir:
+        folder = Path(thumbnail_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for hit, row in zip(shown, results):
+            target = folder / f"{hit.rank:03d}_{hit.video_id[:12]}_{hit.segment_index:05d}.jpg"
+            target.write_bytes(hit.thumbnail)
+            row["thumbnail_file"] = str(target)
+    described = calibration.describe() if calibration is not None else None
+    payload = {"query": query, "model": model_key, "results": results,
+               "matches": sum(1 for h in shown if h.match), "calibration": described}
+    return payload, format_search(query, hits, described, matches_only)
+
+
+def format_search(query: str, hits: list[SearchHit], calibration: dict | None = None,
+                  matches_only: bool = False) -> str:
+    """The human text of a search (see ``search_report``)."""
+    if not hits:
+        return "no results"
+    lines = []
+    any_match = any(h.match for h in hits)
+    if not any_match and any(h.match is not None for h in hits):
+        lines.append(f'no match for "{query}"' + ("" if matches_only else "; the closest segments (weak):"))
+    for h in visible_hits(hits, matches_only):
+        mark = "" if h.match is None else ("  match" if h.match else "  weak ")
+        conf = "" if h.confidence is None else f"  {100 * h.confidence:5.1f}%"
+        lines.append(f"{h.rank:>3}  {h.score:+.4f}{conf}{mark}  {format_timestamp(h.start)}-{format_timestamp(h.end)}"
+                     f"  {h.path}")
+    if calibration and calibration["source"] != "fitted":
+        lines.append(f"confidence calibration: {calibration['note']}")
+    return "\n".join(lines)

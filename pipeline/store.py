@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import functools
 import math
-import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from . import interrupts
 from .catalog import CATALOG_COLUMNS, SegmentCatalog, table_has_vector_index
+from .lock import WRITER_LOCK, write_error  # noqa: F401 - WRITER_LOCK: the lock file, inside a local database
 
 VIDEO_KEY = pa.field("video_id", pa.string(), nullable=False,
                      metadata={"lance-schema:unenforced-primary-key": "true"})
@@ -25,7 +28,6 @@ SEGMENT_KEY = pa.field("segment_id", pa.string(), nullable=False,
                        metadata={"lance-schema:unenforced-primary-key": "true"})
 ANN_AUTO_THRESHOLD = 100_000  # rows past which `index` builds an ANN index by itself
 FILTER_INDEX_COLUMNS = ("path", "video_id")  # B-trees built with the ANN index, for prefilters
-WRITER_LOCK = ".vidsift-writer.lock"  # inside a local database folder (LanceDB lists only *.lance)
 MODELS_TABLE = "models"
 FAILURES_TABLE = "failures"
 
@@ -203,6 +205,111 @@ def sql_in(column: str, values) -> str:
     return f"{column} IN ({', '.join(sql_str(v) for v in values)})"
 
 
+def check_filter(where: str) -> str:
+    """A user's SQL filter, made safe to hand to LanceDB, or ``InputError``.
+
+    LanceDB reads the first complete expression of a filter and silently ignores the rest
+    (``path LIKE '%x%' garbage`` and ``1=1; DROP TABLE x`` both ran as their first part). Wrapped
+    in parentheses the parser must reach the closing one, so anything left over is a parse
+    error instead; that holds only if the filter's own parentheses balance, which is checked
+    here (outside string literals, quoted names and comments), with ``;`` refused outright."""
+    from .errors import InputError
+
+    text = str(where)
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        char = text[i]
+        if char in "'\"`":  # a string literal or a quoted name; doubled quotes stay inside
+            end = i + 1
+            while True:
+                end = text.find(char, end)
+                if end < 0:
+                    raise InputError(f"unterminated {'string' if char == chr(39) else 'quoted name'} starting at "
+                                     f"{text[i:i + 20]!r}")
+                if end + 1 < n and text[end + 1] == char:
+                    end += 2
+                    continue
+                break
+            i = end + 1
+            continue
+        if text.startswith("--", i):
+            newline = text.find("\n", i)
+            i = n if newline < 0 else newline
+            continue
+        if text.startswith("/*", i):
+            close = text.find("*/", i + 2)
+            if close < 0:
+                raise InputError("unterminated /* comment")
+            i = close + 2
+            continue
+        if char == ";":
+            raise InputError("a filter is one SQL expression: ';' is not allowed")
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise InputError(f"unbalanced parentheses: ')' at position {i + 1} closes nothing")
+        i += 1
+    if depth:
+        raise InputError(f"unbalanced parentheses: {depth} '(' not closed")
+    return f"({text}\n)"
+
+
+def explain_filter_error(where: str, exc: Exception) -> str:
+    """LanceDB's parse error for a filter (it quotes a whole SQL statement) in a few words."""
+    text = str(exc)
+    found = re.search(r"Expected: (.*?), found: (\S+?)(?: at Line: \d+, Column: \d+)?\)*\s*$", text, re.S)
+    if found:
+        expected, what = found.group(1).strip(), found.group(2).strip()
+        if what in ("EOF", ")"):  # the closing parenthesis is ours: the user's filter stopped short
+            return "not a complete SQL expression: it ends too early"
+        if expected == ")":
+            return f"not one SQL expression: {what!r} follows a complete expression (join conditions with AND / OR)"
+        return f"not one SQL expression: {what!r} is unexpected there (expected {expected})"
+    message = re.sub(r"^.*?(Error during planning|Schema error|Invalid user input): ", "", text.strip().splitlines()[0])
+    return message.split(" { ")[0][:200]
+
+
+def write_failure(uri: str, exc: BaseException):
+    """``exc``, met while writing ``uri``, as a ``StoreWriteError`` when the cause is the storage
+    itself (disk full, read-only, permissions); None for anything else. LanceDB reports these as
+    long Rust errors naming its source files, not the database."""
+    from .errors import StoreWriteError
+
+    if isinstance(exc, StoreWriteError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return write_error(uri, exc)
+    text = str(exc)
+    for needle, code in (("No space left on device", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT),
+                         ("Read-only file system", errno.EROFS), ("Permission denied", errno.EACCES)):
+        if needle in text:
+            return write_error(uri, OSError(code, needle))
+    return None
+
+
+def guarded_write(uri: str, write, *args, **kwargs):
+    """Run ``write`` so that a signal waits until it is done (``pipeline.interrupts``) and a
+    storage failure becomes one line naming the database ``uri``."""
+    with interrupts.deferred():
+        try:
+            return write(*args, **kwargs)
+        except Exception as exc:
+            failure = write_failure(uri, exc)
+            if failure is None or failure is exc:
+                raise
+            raise failure from None
+
+
+def _writes(method):
+    """A store method that writes (``guarded_write``)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return guarded_write(self.uri, method, self, *args, **kwargs)
+    return wrapper
+
+
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -252,6 +359,12 @@ class VideoStore:
         self.uri = uri
         self.vector_index = vector_index
         self.search_catalog = search_catalog
+        from .lock import is_local, local_folder
+
+        if is_local(uri) and local_folder(uri).exists() and not local_folder(uri).is_dir():
+            from .storage import StorageError
+
+            raise StorageError(f"{uri}: it is a file, not a database folder: give --db a folder")
         with self._reaching():
             self.db = lancedb.connect(uri, storage_options=storage_options)
         self._catalogs: dict[str, SegmentCatalog] = {}  # per model suffix, see ``search_segments``
@@ -261,33 +374,12 @@ class VideoStore:
         """Hold the database for one indexing job. Jobs append new videos without reading the
         table, so two jobs indexing the same new file at once would store it twice: a second job
         on a local database fails at once with a message instead (an OS file lock, released
-        even when the process dies). Remote URIs (s3://...) cannot be locked this way: run one
-        indexing job per database at a time there."""
-        if "://" in self.uri:
+        even when the process dies; ``pipeline.lock``). Remote URIs (s3://...) cannot be locked
+        this way: run one indexing job per database at a time there."""
+        from .lock import writer_lock
+
+        with writer_lock(self.uri):
             yield
-            return
-        import fcntl
-
-        from .errors import StoreBusyError
-
-        folder = Path(self.uri)
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / WRITER_LOCK, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise StoreBusyError(f"{self.uri} is being written by another vidsift indexing job ({holder}); "
-                                     "run one indexing job per database at a time, or wait for it to finish.") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}, since {now_utc().isoformat(timespec='seconds')}")
-            handle.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ---- tables -------------------------------------------------------------------------
     def _names(self) -> set[str]:
@@ -328,7 +420,10 @@ class VideoStore:
                 raise
             raise self._unreachable(exc) from None
         except (OSError, RuntimeError) as exc:
-            raise self._unreachable(exc) from None
+            failure = write_failure(self.uri, exc)  # creating a table on a full or read-only disk
+            if failure is None or getattr(failure, "errno", None) not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                failure = self._unreachable(exc)
+            raise failure from None
 
     def _unreachable(self, exc: BaseException) -> Exception:
         from .storage import StorageError, explain_storage_error
@@ -347,6 +442,7 @@ class VideoStore:
     def frames_table_name(suffix: str) -> str:
         return f"frames_{suffix}"
 
+    @_writes
     def register_model(self, model_key: str, suffix: str, dim: int) -> None:
         table = self._open_or_create(MODELS_TABLE, MODELS_SCHEMA)
         if table.count_rows(f"suffix = {sql_str(suffix)}") == 0:
@@ -384,6 +480,7 @@ class VideoStore:
         return {r["path"]: r for r in rows}
 
     # ---- writes ----------------------------------------------------------------------------
+    @_writes
     def write_videos(self, model_key: str, suffix: str, records: list[VideoRecord],
                      new_ids: frozenset[str] | set[str] = frozenset()) -> None:
         """Store a batch of indexed videos.
@@ -441,6 +538,7 @@ class VideoStore:
         return [r["video_id"] for r in
                 videos.search().where(sql_in("path", paths)).select(["video_id"]).limit(None).to_list()]
 
+    @_writes
     def write_video_rows(self, suffix: str, dim: int, rows: list[dict], replaced_ids: list[str]) -> None:
         """Add video rows, removing the rows of the videos they replace (one commit, two with
         replacements)."""
@@ -450,6 +548,7 @@ class VideoStore:
         if rows:
             videos.add(to_arrow(rows, videos_schema(dim)))
 
+    @_writes
     def clear_orphans(self, suffix: str, chunk: int = 2000) -> int:
         """Delete segment and frame rows whose video has no video row: what a job that crashed
         between committing a batch's fragments and its video rows left behind. Reads the
@@ -469,6 +568,7 @@ class VideoStore:
             removed += len(orphans)
         return removed
 
+    @_writes
     def delete_unfinished(self, suffix: str, video_ids: list[str], paths: list[str], chunk: int = 2000) -> None:
         """Remove the segment and frame rows of videos that have no video row (``video_ids``, or at
         ``paths``): what a run that crashed between its commits left behind. A job calls it once,
@@ -482,6 +582,7 @@ class VideoStore:
                     condition = f"({condition} OR {sql_in('path', paths[begin:begin + chunk])})"
                 table.delete(condition)
 
+    @_writes
     def replace_segments(self, suffix: str, dim: int, seg_rows: list[dict], stale: str) -> None:
         """Upsert segment rows and delete the rows matching ``stale`` that the batch does not hold
         (old versions, or a video segmented into fewer pieces): one commit."""
@@ -496,9 +597,11 @@ class VideoStore:
         rows = table.search().where(sql_in("video_id", video_ids)).select(cols).limit(None).to_list()
         return sorted(rows, key=lambda r: (r["video_id"], r["time"]))
 
+    @_writes
     def update_video(self, suffix: str, video_id: str, **values) -> None:
         self.videos_table(suffix).update(where=f"video_id = {sql_str(video_id)}", values=values)
 
+    @_writes
     def record_failures(self, model_key: str, failures: list[Failure]) -> None:
         if not failures:
             return
@@ -509,6 +612,19 @@ class VideoStore:
         (table.merge_insert("failure_id").when_matched_update_all().when_not_matched_insert_all()
          .execute(pa.Table.from_pylist(rows, schema=FAILURES_SCHEMA)))
 
+    @_writes
+    def delete_rows(self, table, where: str) -> None:
+        """Delete the rows of one of this store's tables matching ``where`` (one commit)."""
+        if table is not None:
+            table.delete(where)
+
+    @_writes
+    def delete_failure(self, model_key: str, path: str) -> None:
+        table = self._open(FAILURES_TABLE)
+        if table is not None:
+            table.delete(f"failure_id = {sql_str(f'{model_key}|{path}')}")
+
+    @_writes
     def clear_failures(self, model_key: str, paths: list[str]) -> None:
         table = self._open(FAILURES_TABLE)
         if table is not None and paths:
@@ -526,6 +642,7 @@ class VideoStore:
     def has_vector_index(self, suffix: str) -> bool:
         return table_has_vector_index(self.segments_table(suffix))
 
+    @_writes
     def build_vector_index(self, suffix: str) -> str:
         """The ANN index over segment vectors (see ``VectorIndexConfig``). Returns a description."""
         table = self.segments_table(suffix)
@@ -553,6 +670,7 @@ class VideoStore:
         for column in FILTER_INDEX_COLUMNS:
             table.create_index(column, config=BTree(), replace=True)
 
+    @_writes
     def optimize(self, suffix: str) -> None:
         """Fold new rows into the ANN index and compact small fragments (the Ray job writes a
         fragment per video)."""
@@ -561,9 +679,10 @@ class VideoStore:
                 table.optimize()
 
     def search_segments(self, suffix: str, vector: np.ndarray, limit: int, where: str | None = None,
-                        exact: bool = False, thumbnails: bool = False) -> list[dict]:
+                        exact: bool = False, thumbnails: bool = False, vectors: bool = False) -> list[dict]:
         """The ``limit`` nearest segments, best first, as dicts of ``CATALOG_COLUMNS`` plus
-        ``score`` (cosine similarity) and, when asked, ``thumbnail``. lance finds the row ids and
+        ``score`` (cosine similarity) and, when asked, ``thumbnail`` and ``vector`` (lance reads the
+        vectors anyway to re-rank, so confidence scoring needs no second read). lance finds the row ids and
         distances (and reads the thumbnails of those rows only); with ``search_catalog`` the
         other columns come from the in-memory catalog (see ``pipeline.catalog`` for why), else
         lance reads them too."""
@@ -574,7 +693,7 @@ class VideoStore:
         query = (table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
                  .with_row_id(True))
         if where:
-            query = query.where(where, prefilter=True)
+            query = query.where(check_filter(where), prefilter=True)
         if exact:
             query = query.bypass_vector_index()
         elif catalog.has_vector_index if catalog else table_has_vector_index(table):
@@ -584,8 +703,16 @@ class VideoStore:
             ann = self.vector_index
             query = (query.minimum_nprobes(ann.nprobes).maximum_nprobes(0) if where
                      else query.nprobes(ann.nprobes)).refine_factor(ann.refine_factor)
-        columns = ["_distance", *(["thumbnail"] if thumbnails else []), *([] if catalog else CATALOG_COLUMNS)]
-        hits = query.select(columns).limit(limit).to_arrow()
+        columns = ["_distance", *(["thumbnail"] if thumbnails else []), *(["vector"] if vectors else []),
+                   *([] if catalog else CATALOG_COLUMNS)]
+        try:
+            hits = query.select(columns).limit(limit).to_arrow()
+        except Exception as exc:
+            if not where:
+                raise
+            from .errors import InputError
+
+            raise InputError(explain_filter_error(where, exc)) from None
         row_ids = hits.column("_rowid").to_numpy()
         rows = catalog.rows(row_ids) if catalog else hits.select(list(CATALOG_COLUMNS)).to_pylist()
         if rows is None:  # written since the catalog was loaded
@@ -594,8 +721,11 @@ class VideoStore:
             rows = _take_rows(table, row_ids.tolist(), list(CATALOG_COLUMNS))
         scores = [1.0 - float(d) for d in hits.column("_distance").to_pylist()]
         images = hits.column("thumbnail").to_pylist() if thumbnails else [None] * len(scores)
-        return [{**row, "score": score, **({"thumbnail": image} if thumbnails else {})}
-                for row, score, image in zip(rows, scores, images)
+        found = (np.asarray(hits.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                            dtype=np.float32).reshape(len(scores), -1) if vectors and scores else [None] * len(scores))
+        return [{**row, "score": score, **({"thumbnail": image} if thumbnails else {}),
+                 **({"vector": vec} if vectors else {})}
+                for row, score, image, vec in zip(rows, scores, images, found)
                 if row is not None]  # None: deleted since the search ran
 
     def _catalog(self, suffix: str, table, reload: bool = False) -> SegmentCatalog:

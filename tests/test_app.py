@@ -210,6 +210,12 @@ def frame_at(path: Path, seconds: float, out: Path) -> Path:
     return out
 
 
+def hits_of(answer) -> tuple[list, list[dict]]:
+    """/search answers (gallery, result): result holds the CLI's --json fields, hits in "results"."""
+    gallery, result = answer
+    return gallery, result["results"]
+
+
 def counts(server) -> tuple[int, int, int]:
     from pipeline.store import VideoStore
 
@@ -227,7 +233,7 @@ def test_named_api_endpoints(client):
 def test_search_by_example_frame_finds_its_segment_first(server, client, tmp_path):
     # A frame at 3.2 s of other.mp4 (the purple star, window 2-4 s).
     image = frame_at(server.archive / "sub" / "other.mp4", 3.2, tmp_path / "frame.png")
-    gallery, hits = client.predict(query="", image=handle_file(str(image)), k=3, api_name="/search")
+    gallery, hits = hits_of(client.predict(query="", image=handle_file(str(image)), k=3, api_name="/search"))
     assert hits[0]["video_path"] == str(server.archive / "sub" / "other.mp4")
     assert hits[0]["start"] <= 3.2 < hits[0]["end"]
     assert [h["rank"] for h in hits] == [1, 2, 3]
@@ -236,26 +242,26 @@ def test_search_by_example_frame_finds_its_segment_first(server, client, tmp_pat
     # A clip as the query: the same scene as the first segment of shapes.mp4 finds it first.
     clip = tmp_path / "query.mp4"
     make_video(clip, fps=10, durations=(2.0,), pairs=[("red", "circle")])
-    _, hits = client.predict(query="", clip=handle_file(str(clip)), k=2, api_name="/search")
+    _, hits = hits_of(client.predict(query="", clip=handle_file(str(clip)), k=2, api_name="/search"))
     assert (hits[0]["video_path"], hits[0]["start"]) == (str(server.archive / "shapes.mp4"), 0.0)
     assert hits[0]["score"] > 0.99
 
 
 def test_search_text_filters_and_per_video(server, client):
-    _, hits = client.predict(query="a red circle", k=10, api_name="/search")
+    _, hits = hits_of(client.predict(query="a red circle", k=10, api_name="/search"))
     assert len(hits) == 5  # 2 + 3 segments
     assert all(a["score"] >= b["score"] for a, b in zip(hits, hits[1:]))
-    _, hits = client.predict(query="a red circle", tags=["demo"], api_name="/search")
+    _, hits = hits_of(client.predict(query="a red circle", tags=["demo"], api_name="/search"))
     assert {h["video_path"] for h in hits} == {str(server.archive / "shapes.mp4")} and hits[0]["tags"] == ["demo"]
-    _, hits = client.predict(query="a red circle", folder="/sub/", api_name="/search")
+    _, hits = hits_of(client.predict(query="a red circle", folder="/sub/", api_name="/search"))
     assert {h["video_path"] for h in hits} == {str(server.archive / "sub" / "other.mp4")}
-    _, hits = client.predict(query="a red circle", min_duration=5, api_name="/search")  # other.mp4 is 6 s
+    _, hits = hits_of(client.predict(query="a red circle", min_duration=5, api_name="/search"))  # other.mp4 is 6 s
     assert {h["video_path"] for h in hits} == {str(server.archive / "sub" / "other.mp4")}
-    _, hits = client.predict(query="a red circle", max_duration=1, api_name="/search")
+    _, hits = hits_of(client.predict(query="a red circle", max_duration=1, api_name="/search"))
     assert hits == []
-    _, hits = client.predict(query="x", per_video=True, api_name="/search")
+    _, hits = hits_of(client.predict(query="x", per_video=True, api_name="/search"))
     assert len(hits) == 2 and len({h["video_id"] for h in hits}) == 2
-    _, hits = client.predict(query="x", tags=["it's"], folder="'; DROP TABLE x; --", api_name="/search")
+    _, hits = hits_of(client.predict(query="x", tags=["it's"], folder="'; DROP TABLE x; --", api_name="/search"))
     assert hits == []  # quotes are literals, not SQL
 
 
@@ -273,13 +279,36 @@ def test_a_refined_search_does_not_encode_its_text_again(server, random_vit):
             encoded.append(list(texts))
             return random_vit.encode_texts(texts)
 
+    from pipeline.confidence import CONTENT_FREE_PROMPTS
+
     service = VidsiftService(server.config, encoder=CountingTexts())
-    _, first, _ = service.search(query="a red circle", k=10)
-    _, narrowed, _ = service.search(query="a red circle", k=10, folder="/sub/")
-    _, again, _ = service.search(query="  a red circle ", k=3)
-    _, other, _ = service.search(query="a blue square", k=10)
-    assert encoded == [["a red circle"], ["a blue square"]]
+    first = service.search(query="a red circle", k=10)[1]["results"]
+    narrowed = service.search(query="a red circle", k=10, folder="/sub/")[1]["results"]
+    again = service.search(query="  a red circle ", k=3)[1]["results"]
+    other = service.search(query="a blue square", k=10)[1]["results"]
+    # Besides the calibration's content-free prompts (once per model and process), only the two texts.
+    assert [batch for batch in encoded if batch != list(CONTENT_FREE_PROMPTS)] == [["a red circle"], ["a blue square"]]
     assert again == first[:3] and 0 < len(narrowed) < len(first) and len(other) == len(first)
+
+
+def test_search_answers_carry_confidence_match_and_the_cli_json_fields(server, client, tmp_path):
+    gallery, result = client.predict(query="a red circle", k=4, api_name="/search")
+    assert set(result) == {"query", "model", "results", "matches", "calibration"}
+    assert (result["query"], result["model"]) == ("a red circle", "ViT-B-32|random")
+    # An English-reading model nobody calibrated on this archive: content-free prompts only, said so.
+    assert result["calibration"]["source"] == "none" and "vidsift calibrate" in result["calibration"]["note"]
+    rows = result["results"]
+    assert len(rows) == 4 and result["matches"] == sum(row["match"] for row in rows)
+    for row, item in zip(rows, gallery):
+        assert isinstance(row["match"], bool) and 0.0 <= row["confidence"] <= 1.0
+        assert row["match"] == (row["confidence"] > 0.5)
+        badge = f"{'✓' if row['match'] else 'weak'} {100 * row['confidence']:.0f}%"
+        assert item["caption"].endswith(badge), (item["caption"], badge)  # the badge on every hit
+    # A search by example has no text to be confident about.
+    image = frame_at(server.archive / "shapes.mp4", 1.0, tmp_path / "frame.png")
+    _, by_example = client.predict(query="", image=handle_file(str(image)), k=2, api_name="/search")
+    assert by_example["matches"] is None and by_example["calibration"] is None
+    assert all(row["match"] is None and row["confidence"] is None for row in by_example["results"])
 
 
 @pytest.mark.parametrize("kwargs,needle", [
@@ -303,7 +332,7 @@ def test_two_users_searching_at_once_both_get_answers(server):
     started = time.monotonic()
     jobs = [c.submit(query=q, k=3, api_name="/search") for c, q in zip(clients, ["a red circle", "a blue square"])]
     results = [job.result(timeout=120) for job in jobs]
-    assert all(len(hits) == 3 for _, hits in results)
+    assert all(len(result["results"]) == 3 for _, result in results)
     assert time.monotonic() - started < 120
 
 
@@ -432,7 +461,7 @@ def test_add_to_archive_indexes_the_upload_with_its_tags(server, client, tmp_pat
     assert (videos, failures) == (before[0] + 1, before[2]) and segments == before[1] + 1
     copies = list(server.config.uploads_dir.rglob("*.mp4"))
     assert [c.name for c in copies] == ["my_clip.mp4"]
-    _, hits = client.predict(query="anything", tags=["mine"], api_name="/search")
+    _, hits = hits_of(client.predict(query="anything", tags=["mine"], api_name="/search"))
     assert [h["video_path"] for h in hits] == [str(copies[0])]
     assert hits[0]["tags"] == ["a yellow triangle", "mine"]
     # The copy is playable (inside the uploads folder), and the same clip again adds nothing.
@@ -503,13 +532,29 @@ def test_shapes_tiny_text_search_and_classification_are_right(tmp_path_factory):
     demo, url, _ = start_server(tmp_path_factory, base / "db.lance", spec, encoder)
     try:
         client = Client(url, verbose=False, download_files=str(base / "downloads"))
-        _, hits = client.predict(query="a red circle", k=4, api_name="/search")
+        _, answer = client.predict(query="a red circle", k=4, api_name="/search")
+        hits = answer["results"]
         assert (hits[0]["start"], hits[0]["end"]) == (2.0, 4.0), hits
-        _, hits = client.predict(query="a white star", k=4, api_name="/search")
+        assert hits[0]["match"] is True and answer["matches"] == 1, hits  # the other three scenes are not red circles
+        assert answer["calibration"]["source"] == "default"
+        _, hits = hits_of(client.predict(query="a white star", k=4, api_name="/search"))
         assert (hits[0]["start"], hits[0]["end"]) == (6.0, 8.0), hits
+        # Nothing here is a green circle: no match, the closest segments all weak.
+        _, answer = client.predict(query="a green circle", k=4, api_name="/search")
+        assert answer["matches"] == 0 and len(answer["results"]) == 4
+        assert not any(hit["match"] for hit in answer["results"])
+        status = demo.vidsift_service.search_status(answer)
+        assert "No match" in status and "a green circle" in status and status.count("opacity") == 4
         result = client.predict(clip=handle_file(str(base / "clip.mp4")), label_set="shapes-world", top=3,
                                 api_name="/classify")
         assert result["labels"][0]["label"] == "a green square", result["labels"]
-        assert result["n_labels"] == 28
+        assert result["n_labels"] == 28 and result["label"] == "a green square" and result["labels"][0]["match"]
+        # The clip shows none of these labels: the answer is "none" (JSON null), each label not a match.
+        result = client.predict(clip=handle_file(str(base / "clip.mp4")), labels="a red circle, a blue square",
+                                per_segment=True, api_name="/classify")
+        assert result["label"] is None and result["matches"] == [], result
+        assert [row["match"] for row in result["labels"]] == [False, False]
+        assert all(seg["label"] is None for seg in result["segments"])
+        assert "None of these labels" in demo.vidsift_service.verdict_html(result)
     finally:
         demo.close()

@@ -131,3 +131,88 @@ def test_a_non_video_upload_shows_a_message(page, server, tmp_path):
     page.locator("#tag-classify").click()
     page.get_by_text("not a readable video").first.wait_for()
     shot(page, "browser-bad-upload.png")
+
+
+# ---- confidence: the "No match" state and the badges, with the bundled shapes-tiny ---------------
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    from models.encoder import ClipEncoder
+    from models.spec import resolve_spec
+    from pipeline.indexing import index_sequential
+    from pipeline.store import VideoStore
+
+    base = tmp_path_factory.mktemp("browser-tiny")
+    archive = base / "archive"
+    make_video(archive / "red-blue.mp4", fps=10, durations=(2.0, 2.0), pairs=[("red", "circle"), ("blue", "square")],
+               size=(320, 240))
+    spec = resolve_spec("shapes-tiny")
+    encoder = ClipEncoder.from_spec(spec)
+    store = VideoStore(str(base / "db.lance"))
+    assert index_sequential(store, encoder, [str(archive / "red-blue.mp4")], INDEX).indexed == 1
+    demo, url, config = start_server(tmp_path_factory, base / "db.lance", spec, encoder, allow_dirs=(archive,))
+    yield type("Server", (), {"url": url, "archive": archive})
+    demo.close()
+
+
+@pytest.fixture
+def tiny_page(browser, tiny_server, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(tiny_server.url)
+    page.locator("#search-query textarea, #search-query input").first.wait_for()
+    failed_before = request.session.testsfailed
+    yield page
+    if request.session.testsfailed > failed_before:
+        shot(page, f"failed-{request.node.name}.png")
+    context.close()
+
+
+def search_for(page, text: str, results: int):
+    page.locator("#search-query textarea, #search-query input").first.fill(text)
+    page.locator("#search-button").click()
+    page.wait_for_function("n => document.querySelectorAll('#search-results button.thumbnail-item img').length"
+                           " === n", arg=results)
+
+
+def item_states(page) -> list[dict]:
+    """Each result's caption and how opaque it is drawn."""
+    return page.evaluate("() => [...document.querySelectorAll('#search-results button.thumbnail-item')].map("
+                         "b => ({caption: b.innerText.trim(), opacity: +getComputedStyle(b).opacity}))")
+
+
+def test_no_match_state_shows_the_closest_candidates_dimmed(tiny_page):
+    search_for(tiny_page, "a green star", 2)
+    banner = tiny_page.locator("#search-status .vs-nomatch")
+    banner.wait_for()
+    assert "No match" in banner.inner_text() and "a green star" in banner.inner_text()
+    tiny_page.wait_for_function("() => [...document.querySelectorAll('#search-results button.thumbnail-item')]"
+                                ".every(b => +getComputedStyle(b).opacity < 0.5)")
+    items = item_states(tiny_page)
+    assert all(" · weak " in item["caption"] and item["caption"].endswith("%") for item in items), items
+    shot(tiny_page, "browser-no-match.png")
+
+
+def test_a_match_has_its_badge_and_the_weak_result_is_dimmed(tiny_page):
+    search_for(tiny_page, "a red circle", 2)
+    tiny_page.locator("#search-status .vs-matches").get_by_text("1 of 2 results match").wait_for()
+    tiny_page.wait_for_function("() => [...document.querySelectorAll('#search-results button.thumbnail-item')]"
+                                ".some(b => +getComputedStyle(b).opacity < 0.5)")
+    items = item_states(tiny_page)
+    first, second = items
+    assert " · ✓ " in first["caption"] and "0:00.00–0:02.00" in first["caption"] and first["opacity"] == 1, items
+    assert " · weak " in second["caption"] and second["opacity"] < 0.5, items
+    shot(tiny_page, "browser-match-badges.png")
+
+
+def test_tagging_with_labels_the_clip_does_not_show_answers_none(tiny_page, tiny_server):
+    tiny_page.get_by_role("tab", name="Tag a clip").click()
+    upload(tiny_page, "tag-upload", tiny_server.archive / "red-blue.mp4")
+    tiny_page.locator("#tag-labels-text textarea").fill("a green star\na white circle")
+    tiny_page.locator("#tag-classify").click()
+    verdict = tiny_page.locator("#tag-verdict .vs-none")
+    verdict.wait_for()
+    assert "None of these labels" in verdict.inner_text()
+    tiny_page.wait_for_function("() => document.querySelectorAll('#tag-timeline .vs-seg').length === 2")
+    assert tiny_page.locator("#tag-timeline").inner_text().count("none of these labels") == 2
+    shot(tiny_page, "browser-tag-none.png")

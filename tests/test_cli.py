@@ -1,12 +1,16 @@
 """The four core commands through the real `vidsift` CLI in subprocesses; indexing on local Ray."""
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.store import VideoStore
-from tests.conftest import make_video, run_cli, writer_held_by_another_process
+from tests.conftest import REPO, make_video, run_cli, writer_held_by_another_process
 
 RANDOM = ["--model", "ViT-B-32", "--pretrained", "none"]
 
@@ -170,3 +174,132 @@ def test_a_second_index_job_on_a_busy_database_stops_with_one_line(tmp_path):
     assert "being written by another vidsift indexing job (pid" in result.stderr
     assert "Traceback" not in result.stderr
     assert VideoStore(str(db)).summary() == []
+
+
+# ---- issue 16 -----------------------------------------------------------------------------------
+def _main_in_process(argv, capfd):
+    """`app.cli.main` in this process (no subprocess start-up): status, stdout, stderr lines."""
+    from app.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capfd.readouterr()
+    return code, out, [line for line in err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["index", "IN", "--num-cpus", "0"], "--num-cpus must be at least 1"),
+    (["index", "IN", "--num-cpus", "0", "--no-ray"], "--num-cpus must be at least 1"),
+    (["index", "IN", "--embed-workers", "0"], "--embed-workers must be at least 1"),
+    (["index", "IN", "--batch-size", "0"], "--batch-size"),
+    (["index", "IN", "--attempts", "-1"], "--attempts"),
+    (["index", "IN", "--video-timeout", "nan"], "--video-timeout"),
+    (["index", "IN", "--fps", "inf"], "--fps must be above 0"),
+    (["index", "IN", "--frames", "0"], "--frames"),
+    (["index", "IN", "--min-scene", "nan"], "--min-scene"),
+    (["index", "IN", "--cut-threshold", "2.5"], "--cut-threshold"),
+    (["search", "x", "-k", "100001"], "-k/--top-k"),
+    (["classify", "c.mp4", "--labels", "a", "--top", "0"], "--top"),
+    (["train", "DATA", "--out", "o", "--warmup-steps", "-5"], "--warmup-steps"),
+    (["train", "DATA", "--out", "o", "--lr", "nan"], "--lr"),
+    (["synth", "o", "--scenes", "0"], "--scenes"),
+    (["synth", "o", "--max-size", "-1"], "--max-size"),
+    (["app", "--port", "70000"], "--port"),
+    (["app", "--concurrency", "0"], "--concurrency"),
+    (["app", "--max-upload-mb", "0"], "--max-upload-mb"),
+    (["demo", "--videos", "0"], "--videos"),
+    (["index", "IN", "--num-cpus", "abc"], "argument --num-cpus: invalid int value: 'abc'"),
+])
+def test_every_numeric_flag_is_checked_at_once_with_one_line(tmp_path, capfd, argv, needle):
+    """`--num-cpus 0` hung forever in Ray, `--embed-workers 0` was taken as 1 (and named
+    --embed-actors), `--no-ray` checked none of them; argparse's own errors came with a usage
+    dump. Every numeric flag of every command is refused before any work, in one line, exit 2."""
+    argv = [str(tmp_path) if a == "IN" else a for a in argv]
+    code, out, err = _main_in_process([*argv, *(["--db", tmp_path / "db"] if argv[0] in ("index", "search") else [])],
+                                      capfd) if argv[-1] != "abc" else _parse_error(argv, capfd)
+    assert code == 2
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "db").exists()
+
+
+def _parse_error(argv, capfd):
+    from app.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    out, err = capfd.readouterr()
+    return caught.value.code, out, [line for line in err.splitlines() if line.strip()]
+
+
+def test_a_filter_that_does_not_parse_completely_is_refused(indexed_clip):
+    clip, db = indexed_clip
+    assert run_cli("search", "x", "--db", db, *RANDOM, "--where", f"path LIKE '%{clip.name}%'",
+                   "--json").returncode == 0
+    for where in ("path LIKE '%00003%' garbage", "1=1; DROP TABLE x"):
+        result = run_cli("search", "x", "--db", db, *RANDOM, "--where", where)
+        assert result.returncode == 2, result.stdout
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("vidsift search: error: Bad filter") and result.stdout == ""
+
+
+def test_a_busy_database_is_refused_before_anything_slow_is_loaded(tmp_path):
+    """The refusal came after Ray, torch and the model had started (26 s under load): now the
+    lock comes first, and the refused command never imports them."""
+    clip = tmp_path / "v.mp4"
+    make_video(clip, fps=10, durations=(2.0,))
+    db = tmp_path / "db"
+    probe = ("import sys\nfrom app.cli import main\n"
+             f"code = main(['index', {str(clip)!r}, '--db', {str(db)!r}, '--model', 'shapes-tiny'{{}}])\n"
+             "print(code, sorted(m for m in ('torch', 'ray', 'lancedb', 'open_clip', 'decord') if m in sys.modules))")
+    with writer_held_by_another_process(db):
+        for extra in ("", ", '--no-ray'"):
+            result = subprocess.run([sys.executable, "-c", probe.format(extra)], cwd=REPO, capture_output=True,
+                                    text=True, timeout=120)
+            assert result.stdout.split("\n")[0] == "1 []", result.stdout + result.stderr
+            assert "being written by another vidsift indexing job" in result.stderr
+
+
+def test_library_noise_goes_to_a_log_unless_verbose(tmp_path):
+    """What libraries print (native code on fd 2, warnings, logging) is kept off the terminal;
+    vidsift's own lines stay; --verbose shows everything; a failure keeps and names the log."""
+    script = ("import logging, os, sys, warnings\nimport app.cli as cli\n"
+              "def noisy(args):\n"
+              "    os.write(2, b'E core_worker.cc:2465 native noise\\n')\n"
+              "    warnings.warn('lance is not fork-safe')\n"
+              "    logging.warning(\"No pretrained weights loaded for model 'x'\")\n"
+              "    print('vidsift status: our own line', file=sys.stderr)\n"
+              "    if os.environ.get('FAIL'):\n"
+              "        raise RuntimeError('boom')\n"
+              "    return 0\n"
+              "cli.COMMANDS['status'] = noisy\n"
+              f"sys.exit(cli.main(['status', '--db', {str(tmp_path)!r}, *sys.argv[1:]]))\n")
+    quiet = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "vidsift status: our own line\n"
+    loud = subprocess.run([sys.executable, "-c", script, "--verbose"], cwd=REPO, capture_output=True, text=True)
+    assert loud.returncode == 0
+    for noise in ("native noise", "fork-safe", "No pretrained weights", "our own line"):
+        assert noise in loud.stderr
+    failed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "FAIL": "1"})
+    assert failed.returncode == 1
+    lines = failed.stderr.splitlines()
+    assert lines[0] == "vidsift status: our own line" and len(lines) == 2
+    assert lines[1].startswith("vidsift status: failed: RuntimeError: boom") and "(details: " in lines[1]
+    log = lines[1].rsplit("(details: ", 1)[1].rstrip(")")
+    assert "native noise" in Path(log).read_text()
+    os.unlink(log)
+
+
+def test_no_ray_symbolic_link_loop_is_recorded_and_the_real_video_indexed(tmp_path):
+    folder = tmp_path / "in"
+    make_video(folder / "real.mp4", fps=10, durations=(2.0,))
+    (folder / "a.mp4").symlink_to(folder / "b.mp4")
+    (folder / "b.mp4").symlink_to(folder / "a.mp4")
+    (folder / "dangling.mp4").symlink_to(folder / "nowhere.mp4")
+    result = run_cli("index", folder, "--db", tmp_path / "db", "--model", "shapes-tiny", "--no-ray", "--json")
+    assert result.returncode == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert report["indexed"] == 1
+    assert {f["path"]: f["reason"] for f in report["failures"]} == {
+        str(folder / "a.mp4"): "symbolic link loop", str(folder / "b.mp4"): "symbolic link loop",
+        str(folder / "dangling.mp4"): "broken symbolic link"}
+    assert result.stderr == ""

@@ -128,4 +128,5 @@ def test_an_unreachable_archive_is_one_line_and_exit_1(tmp_path, s3):
         assert result.returncode == 1, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "s3://nowhere/db" in lines[0] and cause in lines[0].lower(), lines
-        assert result.stdout == ""
+        answer = json.loads(result.stdout)  # --json: the error as JSON on stdout too
+        assert answer["exit_status"] == 1 and "s3://nowhere/db" in answer["error"]

@@ -64,3 +64,56 @@ def test_eval_reads_the_msrvtt_csv_format(tmp_path):
     assert retrieval["n"] == 2 and 1 <= retrieval["median_rank"] <= 2
     missing = run_cli("eval", csv, "--videos", tmp_path, "--pretrained", "none", "--db", tmp_path / "db")
     assert missing.returncode == 2 and "No videos found" in missing.stderr
+
+
+def test_no_match_report_on_a_manifest_of_four_labels(tmp_path):
+    """`vidsift eval`'s "no match" figures (pipeline.evaluation.no_match_report) with shapes-tiny on a
+    manifest that shows 4 of the 28 labels: the 4 are found and marked match, the 24 others answer
+    "no match", and the rates over the threshold move the way a threshold moves them."""
+    from models.encoder import ClipEncoder
+    from models.spec import resolve_spec
+    from pipeline.config import IndexConfig
+    from pipeline.confidence import load_calibration
+    from pipeline.evaluation import THRESHOLDS, format_no_match, load_manifest, no_match_report
+    from pipeline.indexing import index_sequential
+    from pipeline.store import VideoStore
+
+    root = tmp_path / "set"
+    entries = [
+        make_video(root / "videos" / "a.mp4", fps=10, durations=(3.0,), size=(320, 240), pairs=[("red", "circle")]),
+        make_video(root / "videos" / "b.webm", fps=12, durations=(3.0,), size=(320, 180), container="webm",
+                   pairs=[("blue", "square")]),
+        make_video(root / "videos" / "c.mkv", fps=15, durations=(3.0, 3.0), size=(320, 240), container="mkv",
+                   pairs=[("yellow", "triangle"), ("white", "star")]),
+    ]
+    for entry in entries:
+        entry["path"] = "videos/" + entry["path"].rsplit("/", 1)[-1]
+    (root / "manifest.json").write_text(json.dumps({"videos": entries}))
+    _, videos = load_manifest(root)
+    tiny = ClipEncoder.from_spec(resolve_spec("shapes-tiny"))
+    store = VideoStore(str(tmp_path / "db"))
+    assert index_sequential(store, tiny, [v["abspath"] for v in videos], IndexConfig()).indexed == 3
+    report = no_match_report(store, tiny, videos, load_calibration(store, tiny), k=3)
+    json.dumps(report)  # what `vidsift eval --json` prints
+    assert (report["labels_present"], report["labels_absent"]) == (4, 24)
+    at = report["at_threshold"]["all"]
+    assert at["present_R@1"]["rate"] == 1.0 and at["present_top1_match"]["rate"] == 1.0
+    assert at["false_no_match_present"]["hits"] == 0 and at["false_no_match_present"]["n"] == 4
+    assert at["no_match_recall"]["n"] == 24 and at["no_match_recall"]["rate"] >= 0.95, report["queries"]
+    assert at["no_match_recall"]["hits"] + at["false_match_absent"]["hits"] == 24
+    assert at["no_match_precision"]["rate"] == 1.0  # every "no match" was for an absent label
+    seen, heldout = report["at_threshold"]["seen"], report["at_threshold"]["heldout"]
+    assert seen["no_match_recall"]["n"] + heldout["no_match_recall"]["n"] == 24 and heldout["no_match_recall"]["n"] == 5
+    assert report["at_threshold"]["out_of_world_no_match"]["rate"] >= 0.9, report["out_of_world"]
+    # Raising the threshold never makes an absent label match nor a present one more often match.
+    curve = report["curve"]
+    assert [row["threshold"] for row in curve] == list(THRESHOLDS)
+    for low, high in zip(curve, curve[1:]):
+        assert high["all"]["false_match_absent"]["hits"] <= low["all"]["false_match_absent"]["hits"]
+        assert high["all"]["present_top1_match"]["hits"] <= low["all"]["present_top1_match"]["hits"]
+    osc = report["open_set_classification"]
+    assert osc["none_without_true_label"]["seen"]["rate"] == 1.0 and osc["none_without_true_label"]["seen"]["n"] == 2
+    assert osc["top1_with_none"]["seen"]["rate"] == 1.0 and osc["multi_scene_all_labels_match"]["rate"] == 1.0
+    assert 0.0 <= report["reliability"]["ece"] <= 1.0 and report["reliability"]["n"] == 28 * 3
+    human = format_no_match(report)
+    assert "absent answered no match" in human and "out-of-world" in human and "held-out" in human

@@ -13,6 +13,14 @@ without a time limit, so a file that kills or hangs its decoder stalled the job 
 video is one task the driver can time, retry a bounded number of times and finally record, with
 the node and the cause, while the job goes on. Nodes may join (the window of tasks in flight
 follows the cluster's CPUs) and leave (their tasks are retried elsewhere).
+
+Stopping: SIGINT and SIGTERM are noted and acted on at the loop's next turn (``pipeline.
+interrupts``; raised inside a Ray call they came out as a SystemError, and Ray's own SIGTERM
+handler aborted the driver): tasks in flight are cancelled, every finished video is committed,
+and ``Interrupted`` carries the report out. A commit is never cut in half by a signal. A storage
+failure (disk full, read-only), on the driver or in a worker writing its fragments, stops the job
+with ``StoreWriteError`` naming the database: what was committed stays, the rest is redone by
+the next run.
 """
 from __future__ import annotations
 
@@ -24,14 +32,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from models.spec import ModelSpec
+from pipeline import interrupts
 from pipeline.config import IndexConfig
-from pipeline.errors import InputError
+from pipeline.errors import InputError, Interrupted, StoreWriteError
 from pipeline.indexing import JobReport, Probed, Unchanged, WorkItem, plan_listing
 from pipeline.staging import StagedVideo, StagedWriter, prepare_target
 from pipeline.storage import ListedFile, stat_input
-from pipeline.store import ANN_AUTO_THRESHOLD, VideoStore
+from pipeline.store import ANN_AUTO_THRESHOLD, VideoStore, guarded_write
 
-from .tasks import EmbedActor, Failed, Started, video_task
+from .tasks import ArchiveFailed, EmbedActor, Failed, Started, video_task
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +66,18 @@ class ClusterConfig:
         if self.address and self.address.startswith("ray://"):
             raise InputError(f"--address {self.address}: Ray Client (ray://) is not supported (Ray's own "
                              f"libraries fail over it); {RAY_JOBS_HINT}")
-        for name, low, high in (("num_cpus", 1, 100_000), ("embed_actors", 1, 10_000), ("embed_threads", 1, 1024),
-                                ("batch_size", 1, 4096), ("attempts", 1, 100)):
+        for name, flag, low, high in (("num_cpus", "--num-cpus", 1, 100_000),
+                                      ("embed_actors", "--embed-workers", 1, 10_000),
+                                      ("embed_threads", "--embed-threads", 1, 1024),
+                                      ("batch_size", "--batch-size", 1, 4096), ("attempts", "--attempts", 1, 100)):
             value = getattr(self, name)
-            if value is not None and not low <= value <= high:
-                raise InputError(f"--{name.replace('_', '-')} must be between {low} and {high}, got {value}")
-        if not 1 <= self.video_timeout_s <= 7 * 86_400:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not low <= value <= high):
+                raise InputError(f"{flag} must be a whole number between {low} and {high}, got {value!r}")
+        if not 1 <= self.video_timeout_s <= 7 * 86_400:  # NaN fails this too
             raise InputError(f"--video-timeout must be between 1 s and a week, got {self.video_timeout_s}")
+        if not 0 < self.seconds_per_frame <= 3600:
+            raise InputError(f"seconds_per_frame must be in (0, 3600], got {self.seconds_per_frame}")
 
 
 @dataclass
@@ -98,6 +112,9 @@ def _init_ray(cluster: ClusterConfig):
         ray.init(address=address, **kwargs)
     else:  # a fresh local instance, never a cluster that `ray start` left on this machine
         ray.init(address="local", num_cpus=cluster.num_cpus, **kwargs)
+    # Ray's driver answers SIGTERM by aborting (exit 134, a native stack dump, finished videos not
+    # written): SIGTERM stops the job as Ctrl-C does instead (pipeline.interrupts).
+    interrupts.reinstall()
     return ray
 
 
@@ -116,19 +133,19 @@ def _start_embedders(ray, spec: ModelSpec, cluster: ClusterConfig) -> dict[str, 
     if gpus:
         actors = [remote.options(num_gpus=1, num_cpus=1, **options).remote(asdict(spec), 1)
                   for _ in range(min(gpus, cluster.embed_actors or gpus))]
-        nodes = ray.get([actor.node_id.remote() for actor in actors])
-        by_node: dict[str, list] = collections.defaultdict(list)
-        for node, actor in zip(nodes, actors):
-            by_node[node].append(actor)
-        return dict(by_node)
-    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
-    by_node = {}
-    for node in nodes[:cluster.embed_actors or len(nodes)]:
-        threads = cluster.embed_threads or max(1, int(node["Resources"]["CPU"]))
-        strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=True)
-        by_node[node["NodeID"]] = [remote.options(num_cpus=0, scheduling_strategy=strategy, **options)
-                                   .remote(asdict(spec), threads)]
-    return by_node
+    else:
+        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+        # Soft affinity, so an actor whose node leaves is restarted elsewhere.
+        actors = [remote.options(num_cpus=0, **options, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                      node_id=node["NodeID"], soft=True))
+                  .remote(asdict(spec), cluster.embed_threads or max(1, int(node["Resources"]["CPU"])))
+                  for node in nodes[:cluster.embed_actors or len(nodes)]]
+    # Keyed by where each actor really started: a soft placement may land elsewhere (half of them
+    # did on a busy loopback cluster, bench/cluster.py).
+    by_node: dict[str, list] = collections.defaultdict(list)
+    for node, actor in zip(ray.get([actor.node_id.remote() for actor in actors]), actors):
+        by_node[node].append(actor)
+    return dict(by_node)
 
 
 def _as_listed(paths: list) -> list[ListedFile]:
@@ -143,15 +160,22 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list, config: Index
     into ``store`` with ``spec``; resumable (stored videos are skipped without being read). One
     job per database at a time (``VideoStore.exclusive_writer``). ``storage_options`` reach the
     inputs and the archive on object storage."""
-    with store.exclusive_writer():
-        return _run(store, spec, _as_listed(paths), config, cluster, build_index, progress, storage_options or {})
+    report = JobReport()
+    try:
+        with store.exclusive_writer(), interrupts.held():  # signals stop the job at its safe points only
+            return _run(store, spec, _as_listed(paths), config, cluster, build_index, progress, storage_options or {},
+                        report)
+    except Interrupted as exc:
+        exc.report = report  # what was done (and written on the way out), for the caller's last word
+        report.seconds = time.monotonic() - report.started
+        raise
 
 
 def _run(store: VideoStore, spec: ModelSpec, listed: list[ListedFile], config: IndexConfig,
-         cluster: ClusterConfig, build_index: bool, progress: bool, storage_options: dict) -> JobReport:
+         cluster: ClusterConfig, build_index: bool, progress: bool, storage_options: dict,
+         report: JobReport) -> JobReport:
     from models.loading import model_outline
 
-    report = JobReport()
     suffix = spec.table_suffix
     known = store.indexed_files(suffix)
     todo = plan_listing(listed, known, report)
@@ -162,10 +186,12 @@ def _run(store: VideoStore, spec: ModelSpec, listed: list[ListedFile], config: I
         with ThreadPoolExecutor(1, thread_name_prefix="model-check") as pool:
             outline = pool.submit(model_outline, spec)
             ray = _init_ray(cluster)
+            interrupts.safe_point()
             preprocess_cfg, dim = outline.result()  # raises a missing model
+        interrupts.safe_point()
         store.clear_orphans(suffix)  # rows a crashed job committed without their video rows
         target = prepare_target(store, spec.key, suffix, dim, storage_options, keep_frames=config.keep_frames)
-        writer = StagedWriter(store, suffix, target, report, known)
+        writer = _SafeWriter(StagedWriter(store, suffix, target, report, known), store.uri)
         _Coordinator(ray, spec, cluster, config, target, preprocess_cfg, writer, report, progress).run(todo)
     _upkeep_ann_index(store, suffix, report, build_index)
     report.seconds = time.monotonic() - report.started
@@ -181,6 +207,19 @@ def _upkeep_ann_index(store: VideoStore, suffix: str, report: JobReport, build_i
         store.optimize(suffix)  # compacts the per-video fragments; folds new rows into an ANN index
         if store.has_vector_index(suffix):
             report.ann_index = "updated"
+
+
+class _SafeWriter:
+    """The driver's ``StagedWriter``, each call a write that a signal cannot cut in half
+    (``pipeline.interrupts.deferred``: a commit is fragments, then video rows), and a storage
+    failure (disk full, read-only) one line naming the database (``StoreWriteError``)."""
+
+    def __init__(self, writer: StagedWriter, uri: str):
+        self.writer, self.uri = writer, uri
+
+    def __getattr__(self, name):
+        method = getattr(self.writer, name)
+        return lambda *args, **kwargs: guarded_write(self.uri, method, *args, **kwargs)
 
 
 class _Coordinator:
@@ -222,6 +261,7 @@ class _Coordinator:
         window, window_checked = self._window(), time.monotonic()
         try:
             while queue or self.in_flight:
+                interrupts.safe_point()  # a signal that came during a commit stops the job here
                 if time.monotonic() - window_checked > 5:
                     window, window_checked = self._window(), time.monotonic()
                 while queue and len(self.in_flight) < window:
@@ -233,11 +273,17 @@ class _Coordinator:
                 bar.update(self._expire(queue))
                 bar.set_postfix(frames=self.report.frames)
                 self.writer.maybe_flush()
-        finally:
+        except BaseException:
             bar.close()
-            for generator in self.in_flight:  # interrupted: stop the work, keep what is finished
+            for generator in self.in_flight:  # interrupted or failed: stop the work, keep what is finished
                 self.ray.cancel(generator, force=True)
-            self.writer.flush()
+            try:
+                self.writer.flush()
+            except StoreWriteError:
+                pass  # the error on its way out says why (the disk filled, say); what was committed stays
+            raise
+        bar.close()
+        self.writer.flush()
 
     def _read(self, generator, queue) -> int:
         """Handle the next message of a task; returns 1 when its video is finished either way."""
@@ -259,12 +305,14 @@ class _Coordinator:
             return 0
         del self.in_flight[generator]
         if isinstance(message, StagedVideo):
-            self.report.mark_startup(self.report.frames)
             self.writer.add(message)
+            self.report.mark_startup(self.report.frames)  # the first video's frames are start-up's
         elif isinstance(message, Unchanged):
             self.writer.unchanged(message.video_id, message.mtime_ns)
         elif isinstance(message, Failed):
             self.writer.fail(attempt.item.path, message.stage, message.reason)
+        elif isinstance(message, ArchiveFailed):  # the archive cannot take rows: no other video can either
+            raise StoreWriteError(f"{self.writer.uri}: {message.reason}")
         return 1
 
     def _expire(self, queue) -> int:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.spec import ModelSpec
+from pipeline import faults
 from pipeline.config import IndexConfig
 from pipeline.errors import VideoError
 from pipeline.indexing import WorkItem, process_video
@@ -42,6 +42,15 @@ class Failed:
     reason: str
 
 
+@dataclass(frozen=True)
+class ArchiveFailed:
+    """The archive cannot take this video's rows (disk full, read-only...): not the video's fault,
+    and no other video's rows would fit either, so the driver stops the job. ``reason``: the
+    cause in words, without the database's name (the driver adds it)."""
+
+    reason: str
+
+
 class EmbedActor:
     """Loads the model once and embeds batches of model-ready frames. Several video tasks call it
     at once (threaded actor): while one batch runs on the device, the next is being received."""
@@ -55,6 +64,8 @@ class EmbedActor:
         self.encoder = ClipEncoder.from_spec(ModelSpec(**spec))
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
+        if faults.fires("kill-embed-once", "embed"):  # tests: this actor's process dies mid-job, once
+            os._exit(137)
         return self.encoder.encode_pixels(pixels)
 
     def node_id(self) -> str:
@@ -94,7 +105,7 @@ def video_task(item: WorkItem, actors: dict, preprocess_cfg: dict, config: Index
     here = ray.get_runtime_context().get_node_id()
     handles = actors.get(here) or next(iter(actors.values()))  # an actor on this node: pixels stay local
     actor = handles[zlib.crc32(item.path.encode()) % len(handles)]
-    _fault_injection(item.path)
+    faults.inject(item.path)
     try:
         yield from process_video(item, remote_encode(actor), preprocess_cfg, config, target, batch_size)
     except VideoError as exc:
@@ -104,18 +115,11 @@ def video_task(item: WorkItem, actors: dict, preprocess_cfg: dict, config: Index
                       "path: a shared filesystem, or object storage)")
         yield Failed(exc.stage, reason)
     except Exception as exc:  # noqa: BLE001 - one file never stops the job
-        yield Failed("index", f"{type(exc).__name__}: {exc}"[:300])
+        from pipeline.store import write_failure
 
-
-def _fault_injection(path: str) -> None:
-    """Tests make a video's process die the way decord's native aborts do, or hang the way a
-    decoder stuck on a bad stream does, on one named file: ``VIDSIFT_TEST_FAULT=kill:<part of the
-    path>`` or ``hang:<part of the path>``, read on the worker (local Ray inherits the driver's
-    environment; a test cluster's nodes get it when started). Unset in any real run."""
-    fault, _, needle = os.environ.get("VIDSIFT_TEST_FAULT", "").partition(":")
-    if needle and needle in path:
-        if fault == "kill":  # as decord does, after the video is open (and Started has reached the driver)
-            time.sleep(1.0)
-            os._exit(134)
-        if fault == "hang":
-            time.sleep(10**6)
+        archive = write_failure(target.segments_uri, exc)
+        if archive is not None:  # writing its fragments failed for a reason of the storage's own
+            yield ArchiveFailed(str(archive).removeprefix(f"{target.segments_uri}: "))
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            yield Failed("index", f"{type(exc).__name__}: {first}"[:300])
