@@ -577,7 +577,14 @@ def cmd_eval(args) -> int:
                                            sampling_interval=interval or 1.0)
     settings = {"model": spec.key, "sampling": config.sampling.describe(), "segments": vars(config.segments),
                 "db": db, "failed_to_index": len(report.failures)}
-    _emit(args, {"settings": settings, "results": results}, _format_eval(settings, results))
+    payload, human = {"settings": settings, "results": results}, _format_eval(settings, results)
+    if not is_csv:  # the "no match" decision on a shapes-world manifest
+        from pipeline.confidence import load_calibration
+        from pipeline.evaluation import format_no_match, no_match_report
+
+        payload["no_match"] = no_match_report(store, encoder, videos, load_calibration(store, encoder), labels=labels)
+        human += "\n" + format_no_match(payload["no_match"])
+    _emit(args, payload, human)
     return EXIT_OK
 
 

@@ -45,6 +45,7 @@ def test_eval_command_reports_every_figure(tmp_path):
         # three true cuts (random weights: how many are found is not a quality claim here)
         b = r["boundaries"]
         assert b["true"] == 3 and b["matched"] <= min(b["predicted"], 3) and 0.0 <= b["f1"] <= 1.0
+    assert out["no_match"] and isinstance(out["no_match"], dict)  # the "no match" decision is reported too
     human = _format_eval(out["settings"], out["results"])
     assert "boundaries P" in human and "retrieval all" in human and "mIoU" in human and "pooling: qs" in human
 
