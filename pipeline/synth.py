@@ -1,4 +1,4 @@
-"""Renderer for the shapes world v1 (spec: /work/shared/shapes-world.md).
+"""Renderer for the shapes world v1 (spec: docs/shapes-world.md).
 
 Real CLIP weights are not available offline, so vidsift proves search, tagging and zero-shot
 classification on synthetic videos whose ground truth is known exactly. This module turns a
