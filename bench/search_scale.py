@@ -100,58 +100,18 @@ def bench_calibration(rivals: int, rng):
                        bank=RivalBank(phrases, units(rivals), "fitted"), model="bench")
 
 
-class StoreReturningVectors(VideoStore):
-    """``VideoStore`` with the proposed ``search_segments(..., vectors=True)``: lance hands back the
-    hits' vectors with the hits (it reads them anyway to re-rank), so confidence needs no second
-    read. The same method with "vector" added to the selected columns."""
-
-    def search_segments(self, suffix, vector, limit, where=None, exact=False, thumbnails=False, vectors=False):
-        from pipeline.catalog import CATALOG_COLUMNS, table_has_vector_index
-
-        table = self.segments_table(suffix)
-        if table is None:
-            return []
-        catalog = self._catalog(suffix, table) if self.search_catalog else None
-        query = (table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine")
-                 .with_row_id(True))
-        if where:
-            query = query.where(where, prefilter=True)
-        if exact:
-            query = query.bypass_vector_index()
-        elif catalog.has_vector_index if catalog else table_has_vector_index(table):
-            ann = self.vector_index
-            query = (query.minimum_nprobes(ann.nprobes).maximum_nprobes(0) if where
-                     else query.nprobes(ann.nprobes)).refine_factor(ann.refine_factor)
-        columns = ["_distance", *(["thumbnail"] if thumbnails else []), *(["vector"] if vectors else []),
-                   *([] if catalog else CATALOG_COLUMNS)]
-        hits = query.select(columns).limit(limit).to_arrow()
-        row_ids = hits.column("_rowid").to_numpy()
-        rows = catalog.rows(row_ids) if catalog else hits.select(list(CATALOG_COLUMNS)).to_pylist()
-        if rows is None:
-            rows = self._catalog(suffix, table, reload=True).rows(row_ids)
-        scores = [1.0 - float(d) for d in hits.column("_distance").to_pylist()]
-        images = hits.column("thumbnail").to_pylist() if thumbnails else [None] * len(scores)
-        found = (np.asarray(hits.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                            dtype=np.float32).reshape(hits.num_rows, -1) if vectors else [None] * len(scores))
-        return [{**row, "score": score, **({"thumbnail": image} if thumbnails else {}),
-                 **({"vector": vec} if vectors else {})}
-                for row, score, image, vec in zip(rows, scores, images, found) if row is not None]
-
-
 def timed_confidence(store, queries, calibration, text="a dog catching a frisbee") -> dict[str, np.ndarray]:
-    """Latencies (ms) of the plain search, the search with confidence through this store (the hits'
-    vectors read by video id afterwards) and through a store that returns them with the hits,
-    alternating query by query so that load on the machine hits all three alike."""
-    with_vectors = StoreReturningVectors(store.uri, vector_index=store.vector_index)
-    ways = {"plain": (store, {}), "confidence": (store, {"text": text, "calibration": calibration}),
-            "confidence_store_vectors": (with_vectors, {"text": text, "calibration": calibration})}
-    for target, kwargs in ways.values():
-        search_vector(target, SUFFIX, queries[0], k=10, **kwargs)  # warm (catalog, caches)
+    """Latencies (ms) of the plain search and of the search with confidence (the store returns the
+    hits' vectors with the hits: ``search_segments(..., vectors=True)``), alternating query by query
+    so that load on the machine hits both alike."""
+    ways = {"plain": {}, "confidence": {"text": text, "calibration": calibration}}
+    for kwargs in ways.values():
+        search_vector(store, SUFFIX, queries[0], k=10, **kwargs)  # warm (catalog, caches)
     times = {name: [] for name in ways}
     for q in queries:
-        for name, (target, kwargs) in ways.items():
+        for name, kwargs in ways.items():
             t = time.perf_counter()
-            hits = search_vector(target, SUFFIX, q, k=10, **kwargs)
+            hits = search_vector(store, SUFFIX, q, k=10, **kwargs)
             times[name].append((time.perf_counter() - t) * 1000)
             assert all((h.confidence is not None) == bool(kwargs) for h in hits)
     return {name: np.array(values) for name, values in times.items()}
@@ -177,10 +137,7 @@ def measure(store, n, kind, built, queries, truth, truth_f, where, compare_btree
         confidence = {"rivals": len(calibration.bank.phrases), "plain_p50_ms": round(p50["plain"], 2),
                       "confidence_p50_ms": round(p50["confidence"], 2),
                       "confidence_p95_ms": round(float(np.percentile(times["confidence"], 95)), 2),
-                      "confidence_over_plain_p50": round(p50["confidence"] / p50["plain"], 3),
-                      "confidence_store_vectors_p50_ms": round(p50["confidence_store_vectors"], 2),
-                      "confidence_store_vectors_over_plain_p50":
-                          round(p50["confidence_store_vectors"] / p50["plain"], 3)}
+                      "confidence_over_plain_p50": round(p50["confidence"] / p50["plain"], 3)}
     if only_confidence:
         ann = store.vector_index
         return {"n": n, "index": kind, "nprobes": ann.nprobes, "refine": ann.refine_factor,
@@ -273,8 +230,7 @@ def main(argv=None) -> int:
     print_table(rows, ["n", "index", "nprobes", "refine", "build_s", "catalog_load_s", "exact_p50_ms", "ann_p50_ms",
                        "ann_p95_ms", "ann_recall@10", "reference_p50_ms", "reference_over_ann_p50",
                        "filtered_exact_p50_ms", "filtered_ann_p50_ms", "filtered_ann_recall@10", "filtered_ann_p50_ms_without_btree",
-                       "plain_p50_ms", "confidence_p50_ms", "confidence_over_plain_p50",
-                       "confidence_store_vectors_p50_ms", "confidence_store_vectors_over_plain_p50"])
+                       "plain_p50_ms", "confidence_p50_ms", "confidence_over_plain_p50"])
     write_json(args.out, {"rows": rows})
     return 0
 
