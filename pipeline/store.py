@@ -539,16 +539,6 @@ class VideoStore:
                 videos.search().where(sql_in("path", paths)).select(["video_id"]).limit(None).to_list()]
 
     @_writes
-    def write_video_rows(self, suffix: str, dim: int, rows: list[dict], replaced_ids: list[str]) -> None:
-        """Add video rows, removing the rows of the videos they replace (one commit, two with
-        replacements)."""
-        videos = self.videos_table(suffix, dim)
-        if replaced_ids:
-            videos.delete(sql_in("video_id", replaced_ids))
-        if rows:
-            videos.add(to_arrow(rows, videos_schema(dim)))
-
-    @_writes
     def clear_orphans(self, suffix: str, chunk: int = 2000) -> int:
         """Delete segment and frame rows whose video has no video row: what a job that crashed
         between committing a batch's fragments and its video rows left behind. Reads the
