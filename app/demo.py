@@ -1,7 +1,8 @@
 """`vidsift demo`: the whole path on the bundled model, offline, in a couple of minutes.
 
-Renders a small shapes-world archive, indexes it with the Ray job and `shapes-tiny`, runs a few
-searches and a classification (each checked against the archive's manifest), then opens the app.
+Renders a small shapes-world archive, indexes it with `shapes-tiny` (the in-process pipeline of
+`vidsift index`), runs a few searches and a classification (each checked against the archive's
+manifest), then opens the app.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, p
     from pipeline.search import search_text
     from pipeline.shapes_world import all_labels
     from pipeline.store import VideoStore
-    from workers.job import run_index_job
+    from pipeline.local_run import run_local_job
+    from pipeline.storage import list_inputs
 
     root = Path(out)
     archive = root / "archive"
@@ -48,8 +50,8 @@ def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, p
 
     spec = resolve_spec("shapes-tiny")
     db = str(root / "vidsift.lance")
-    print(f"2/4 indexing with {spec.key} on local Ray into {db} ...")
-    report = run_index_job(VideoStore(db), spec, sorted(truth), IndexConfig())
+    print(f"2/4 indexing with {spec.key} into {db} ...")
+    report = run_local_job(VideoStore(db), spec, list_inputs(sorted(truth)), IndexConfig())
     print(f"    {report.indexed} indexed, {report.skipped} already indexed, {len(report.failures)} failed")
 
     encoder = ClipEncoder.from_spec(spec)

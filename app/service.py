@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import threading
 import zlib
 from collections import OrderedDict
@@ -30,9 +31,11 @@ from app.paths import (  # noqa: E402
     PathRefused, UploadRefused, absolute, check_extension, check_inside, check_upload, indexed_roots,
     resolve_user_path, safe_filename,
 )
-from models.spec import ModelSpec, resolve_spec  # noqa: E402
+from app.serving import ServedModel  # noqa: E402
+from models.spec import ModelSpec  # noqa: E402
 from pipeline.config import IndexConfig  # noqa: E402
-from pipeline.errors import InputError, StoreBusyError, VideoError  # noqa: E402
+from pipeline.errors import InputError, StoreBusyError, StoreWriteError, VideoError  # noqa: E402
+from pipeline.scans import last_scans  # noqa: E402
 from pipeline.search import format_timestamp  # noqa: E402
 from pipeline.sources import VIDEO_EXTENSIONS  # noqa: E402
 
@@ -58,7 +61,7 @@ class AppConfig:
     """
 
     db: str = "vidsift.lance"
-    spec: ModelSpec = field(default_factory=resolve_spec)
+    spec: ModelSpec | None = None  # None: the archive's default model (``app.serving``), ViT-B-32 for a new one
     allow_dirs: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int | None = None
@@ -155,7 +158,13 @@ def _user_errors(action: str):
                        title=f"{action} failed", print_exception=False) from None
     except (InputError, PathRefused, UploadRefused, ModelUnavailableError, StoreBusyError, ValueError) as exc:
         raise gr.Error(_scrub(str(exc)), title=f"{action} refused", print_exception=False) from None
+    except StoreWriteError as exc:  # disk full, read-only, permissions: one line naming the database
+        raise gr.Error(_scrub(f"{action} failed: {exc}"), title=f"{action} failed", print_exception=False) from None
     except Exception as exc:  # a bug or an infrastructure failure: logged with its traceback
+        storage = sys.modules.get("pipeline.storage")  # StorageError: a store that cannot be reached
+        if storage is not None and isinstance(exc, storage.StorageError):
+            raise gr.Error(_scrub(f"{action} failed: {exc}"), title=f"{action} failed",
+                           print_exception=False) from None
         log.exception("%s failed", action)
         raise gr.Error(_scrub(f"{action} failed: {type(exc).__name__}: {exc}"), title=f"{action} failed",
                        print_exception=False) from None
@@ -168,10 +177,8 @@ class VidsiftService:
         from pipeline.store import VideoStore
 
         self.config = config
-        self.spec = config.spec
         self.store = VideoStore(config.db)
-        self._encoder = encoder
-        self._encoder_lock = threading.Lock()
+        self.model = ServedModel(self.store, config.spec, encoder)  # follows the archive's default model
         self._classifiers: OrderedDict[tuple, object] = OrderedDict()
         self._classifier_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -179,30 +186,31 @@ class VidsiftService:
         self._media_lock = threading.Lock()
         # Refining a search (filters, top-k, per video) asks for the same text again, and encoding
         # it (82 ms with ViT-B-32 on a 2-core CPU) costs more than searching a million segments.
-        self.text_vector = functools.lru_cache(maxsize=256)(self._encode_text)
-        self._calibration = None  # (when looked up, Calibration)
+        self._text_vectors = functools.lru_cache(maxsize=256)(self._encode_text)
+        self._calibration = None  # (when looked up, model key, Calibration)
         config.uploads_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- model -------------------------------------------------------------------------------
+    @property
+    def spec(self) -> ModelSpec:
+        """The model served now (``self.model.current()`` looks again at the archive's default)."""
+        return self.model.spec
+
     def encoder(self):
-        """The one encoder of this server, loaded on first use (a second caller waits for it)."""
-        if self._encoder is None:
-            with self._encoder_lock:
-                if self._encoder is None:
-                    from models.encoder import ClipEncoder
+        """The served model's encoder, loaded on first use (a second caller waits for it)."""
+        return self.model.encoder()
 
-                    log.info("loading model %s", self.spec.key)
-                    self._encoder = ClipEncoder.from_spec(self.spec)
-        return self._encoder
+    def text_vector(self, query: str):
+        return self._text_vectors(self.spec, query)
 
-    def _encode_text(self, query: str):
-        return self.encoder().encode_texts([query])[0]
+    def _encode_text(self, spec: ModelSpec, query: str):
+        return self.model.encoder(spec).encode_texts([query])[0]
 
     def classifier(self, labels: list[str], templates: list[str]):
         """A zero-shot classifier, its text weights cached per (labels, templates), 16 at most."""
         from pipeline.classify import ZeroShotClassifier
 
-        key = (tuple(labels), tuple(templates))
+        key = (self.spec.key, tuple(labels), tuple(templates))
         with self._classifier_lock:
             if key in self._classifiers:
                 self._classifiers.move_to_end(key)
@@ -265,27 +273,14 @@ class VidsiftService:
         return " AND ".join(clauses) or None, True
 
     def _image_vector(self, image):
-        import numpy as np
+        from pipeline.search import image_vector
 
-        from pipeline.frames import FrameTransform
-
-        pixels = np.asarray(image)
-        if pixels.ndim == 2:
-            pixels = np.repeat(pixels[..., None], 3, axis=2)
-        if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or min(pixels.shape[:2]) < 2:
-            raise InputError(f"The example image has an unusable shape {pixels.shape}.")
-        pixels = np.ascontiguousarray(pixels[..., :3].astype(np.uint8))
-        encoder = self.encoder()
-        squares, _ = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)(pixels[None])
-        return encoder.encode_pixels(squares)[0]
+        return image_vector(self.encoder(), image)
 
     def _clip_vector(self, clip: str):
-        from pipeline.indexing import embed_video
-        from pipeline.segments import mean_pool
+        from pipeline.search import clip_vector
 
-        path = self.check_upload(clip)
-        embedded = embed_video(str(path), self.encoder(), self.config.index)
-        return mean_pool(embedded.vectors)
+        return clip_vector(self.encoder(), str(self.check_upload(clip)), self.config.index)
 
     CALIBRATION_TTL_S = 30.0
 
@@ -298,11 +293,11 @@ class VidsiftService:
 
         from pipeline.confidence import load_calibration
 
-        now = time.monotonic()
+        now, key = time.monotonic(), self.spec.key
         cached = self._calibration
-        if cached is None or now - cached[0] > self.CALIBRATION_TTL_S:
-            cached = self._calibration = (now, load_calibration(self.store, self.encoder()))
-        return cached[1]
+        if cached is None or cached[1] != key or now - cached[0] > self.CALIBRATION_TTL_S:
+            cached = self._calibration = (now, key, load_calibration(self.store, self.encoder()))
+        return cached[2]
 
     def search(self, query: str = "", image=None, clip: str | None = None, tags: list[str] | None = None,
                folder: str = "", min_duration: float = 0, max_duration: float = 0, per_video: bool = False,
@@ -315,6 +310,7 @@ class VidsiftService:
 
         calibration = None
         with _user_errors("Search"):
+            spec = self.model.current()  # the archive's default, if it was switched since the last search
             query = (query or "").strip()
             if not query and image is None and not clip:
                 raise InputError("The search query is empty: describe what you are looking for, or give an "
@@ -329,20 +325,20 @@ class VidsiftService:
                 gr.Info("Searching by the example image (clear it to search by text or by clip).")
             elif clip and query:
                 gr.Info("Searching by the example clip (clear it to search by text).")
-            require_indexed(self.store, self.spec)  # before loading the model
+            require_indexed(self.store, spec)  # before loading the model
             where, possible = self._where(tags, folder, min_duration, max_duration)
             by_text = image is None and not clip
             if not possible:
                 hits = []
             elif image is not None:
-                hits = search_vector(self.store, self.suffix, self._image_vector(image), k=k,
+                hits = search_vector(self.store, spec.table_suffix, self._image_vector(image), k=k,
                                      per_video=bool(per_video), where=where)
             elif clip:
-                hits = search_vector(self.store, self.suffix, self._clip_vector(clip), k=k,
+                hits = search_vector(self.store, spec.table_suffix, self._clip_vector(clip), k=k,
                                      per_video=bool(per_video), where=where)
             else:
                 calibration = self.calibration()
-                hits = search_vector(self.store, self.suffix, self.text_vector(query), k=k,
+                hits = search_vector(self.store, spec.table_suffix, self.text_vector(query), k=k,
                                      per_video=bool(per_video), where=where, text=query, calibration=calibration)
         if not hits:
             gr.Info("No results: nothing indexed matches these filters.")
@@ -354,7 +350,7 @@ class VidsiftService:
         rows = [{"rank": h.rank, "score": h.score, "video_path": h.path, "start": h.start, "end": h.end,
                  "video_id": h.video_id, "segment_index": h.segment_index, "n_frames": h.n_frames,
                  "tags": list(h.tags), "match": h.match, "confidence": h.confidence} for h in hits]
-        result = {"query": query if by_text else "", "model": self.spec.key, "results": rows,
+        result = {"query": query if by_text else "", "model": spec.key, "results": rows,
                   "matches": sum(1 for h in hits if h.match) if by_text else None,
                   "calibration": calibration.describe() if calibration is not None else None}
         return gallery, result, result
@@ -483,6 +479,7 @@ class VidsiftService:
         from pipeline.classify import classify_clip, parse_templates
 
         with _user_errors("Classification"):
+            self.model.current()
             if clip:
                 path, shown = str(self.check_upload(clip)), os.path.basename(clip)
             elif (video or "").strip():
@@ -606,6 +603,7 @@ class VidsiftService:
         from pipeline.indexing import index_sequential
 
         with _user_errors("Adding to the archive"):
+            self.model.current()
             if not clip:
                 raise InputError("Upload a clip first (Tag a clip → Upload a video).")
             src = self.check_upload(clip)
@@ -645,6 +643,7 @@ class VidsiftService:
         from pipeline.sources import discover
 
         with _user_errors("Indexing"):
+            self.model.current()
             allowed = self.config.allow_dirs
             if not allowed:
                 raise PathRefused("No folders may be indexed from the page: start the server with "
@@ -683,17 +682,41 @@ class VidsiftService:
         return "\n".join(lines)
 
     # ---- library -------------------------------------------------------------------------------
-    def library(self):
-        """Summary (markdown), videos and failures (tables) of the archive."""
+    def _follow(self) -> str | None:
+        """Look again at the archive's default model (``ServedModel.current``); the reason when it
+        cannot be served (its weights not found), else None."""
+        try:
+            self.model.current()
+        except InputError as exc:
+            return str(exc)
+        return None
+
+    def models_view(self):
+        """The Library's models: the table, and the switch (a radio: one click serves another)."""
         import pandas as pd
 
-        models = self.store.summary()
+        from pipeline.archive_models import label
+
+        from app.serving import MODEL_COLUMNS, models_rows
+
+        models = self.store.archive_models()
+        table = pd.DataFrame(models_rows(self.store.summary(), self.spec.key), columns=MODEL_COLUMNS)
+        choices = [label(m, models) for m in models]
+        served = next((label(m, models) for m in models if m.key == self.spec.key), None)
+        return table, gr.update(choices=choices, value=served, interactive=len(choices) > 1)
+
+    def header(self) -> str:
+        return f"## vidsift · `{html.escape(self.config.db)}` · model `{html.escape(self.spec.key)}`"
+
+    def library(self):
+        """Summary (markdown), videos and failures (tables) of the archive, for the served model."""
+        import pandas as pd
+
+        problem = self._follow()
         lines = [f"**Database** `{html.escape(self.config.db)}` · **serving model** `{html.escape(self.spec.key)}`"]
-        for m in models:
-            lines.append(f"- `{html.escape(m['model'])}`: {m['videos']} videos, {m['segments']} segments, "
-                         f"{m['dim']}-d, ANN index: {'yes' if m['ann_index'] else 'no (exact search)'}, "
-                         f"last indexed {m['last_indexed'] or 'never'}")
-        if not models:
+        if problem:
+            lines.append(f"- the archive's default model cannot be served: {html.escape(_scrub(problem))}")
+        if not self.store.archive_models():
             lines.append("- nothing indexed yet")
         rows = self.store.video_rows(self.suffix, ["path", "duration", "n_segments", "tags", "indexed_at"])
         videos = pd.DataFrame([{"path": r["path"], "duration (s)": round(float(r["duration"]), 2),
@@ -705,12 +728,38 @@ class VidsiftService:
                                   "time": f["time"].isoformat(timespec="seconds")} for f in self.store.failures()],
                                 columns=["path", "stage", "reason", "model", "time"])
         lines.append(f"- failures: {len(failures)}")
+        lines += [f"- folder `{html.escape(scan['folder'])}` last scanned "
+                  f"{scan['scanned_at'].isoformat(timespec='seconds')} ({scan['kind']}: {scan['added']} added, "
+                  f"{scan['changed']} changed, {scan['removed']} removed, {scan['failed']} failed)"
+                  for scan in last_scans(self.store, self.spec.key)]
         return "\n".join(lines), videos, failures
 
     def refresh(self):
-        """Everything that depends on the archive's contents: filters, pickers, library."""
+        """Everything that depends on the archive's contents and the served model: header, filters,
+        pickers, library (summary, models, videos, failures)."""
+        summary, videos, failures = self.library()
         rows = self.store.video_rows(self.suffix, ["path", "tags"])
         tags = sorted({t for r in rows for t in (r["tags"] or [])})
         paths = sorted(r["path"] for r in rows)
-        summary, videos, failures = self.library()
-        return gr.update(choices=tags), gr.update(choices=paths), summary, videos, failures
+        table, switch = self.models_view()
+        return (self.header(), gr.update(choices=tags), gr.update(choices=paths), summary, table, switch, videos,
+                failures)
+
+    def serve_model(self, model: str) -> str:
+        """The ``/switch_model`` API: serve the archive's ``model`` (a name or NAME|WEIGHTS as
+        `vidsift models` lists it) and make it the default; returns the model key now served."""
+        with _user_errors("Switching the model"):
+            if not (model or "").strip():
+                raise InputError("Name one of the archive's models to serve.")
+            return self.model.switch(model).key
+
+    def switch_model(self, choice: str | None = None, progress=gr.Progress()):
+        """Serve another model of the archive (and make it the archive's default): its encoder is
+        loaded before the switch, so searches go on with the old one until then. Returns ``refresh``."""
+        with _user_errors("Switching the model"):
+            if not (choice or "").strip():
+                raise InputError("Pick one of the archive's models to serve.")
+            progress(0, desc=f"Loading {choice}")
+            spec = self.model.switch(choice)
+        gr.Info(f"Now serving {spec.key} (the archive's default model).")
+        return self.refresh()

@@ -23,7 +23,7 @@ classifying ``pipeline.classify.classify_clip`` with a ``ZeroShotClassifier``, i
 """
 from __future__ import annotations
 
-import html
+import logging
 import os
 import sys
 
@@ -31,15 +31,19 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from app.announce import announce  # noqa: E402
 from app.paths import absolute  # noqa: E402
 from app.service import (  # noqa: E402
     AppConfig, LABEL_FILE_EXTS, MEDIA_ROUTE, VidsiftService,
 )
 
+log = logging.getLogger(__name__)
+
 
 def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
     """The Blocks of `vidsift app`. ``encoder``: an already loaded ClipEncoder for ``config.spec``
-    (tests share one); by default the model is loaded on first use."""
+    (tests share one); by default the model is loaded on first use. ``config.spec`` None: the
+    archive's default model, followed when it changes (``app.serving``)."""
     from pipeline import label_sets
     from pipeline.classify import DEFAULT_TEMPLATES
 
@@ -50,13 +54,13 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
     service = VidsiftService(config, encoder=encoder)
     exts = list(config.upload_exts)
     sets = label_sets.available()
-    default_set = "shapes-world" if config.spec.name == "shapes-tiny" and "shapes-world" in sets else \
+    default_set = "shapes-world" if service.spec.name == "shapes-tiny" and "shapes-world" in sets else \
         ("generic" if "generic" in sets else (sets[0] if sets else None))
     search_limit = config.concurrency
     classify_limit = max(1, config.concurrency // 2)
 
     with gr.Blocks(title="vidsift", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
-        gr.Markdown(f"## vidsift · `{html.escape(config.db)}` · model `{html.escape(config.spec.key)}`")
+        header = gr.Markdown(service.header(), elem_id="header")
         hits_state = gr.State({})
         with gr.Tabs():
             with gr.Tab("Search", id="search"):
@@ -125,6 +129,14 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
             with gr.Tab("Library", id="library"):
                 summary = gr.Markdown(elem_id="library-summary")
                 refresh_btn = gr.Button("Refresh", size="sm")
+                models_now, serve_now = service.models_view()
+                models_df = gr.Dataframe(models_now, label="Models of this archive (● served; progress: videos "
+                                         "indexed)", interactive=False, elem_id="library-models", wrap=True)
+                serve_choice = gr.Radio(label="Serve model (one click switches the app and the archive's default; "
+                                              "also `vidsift models --default NAME`)", choices=serve_now["choices"],
+                                        value=serve_now["value"], interactive=serve_now["interactive"],
+                                        elem_id="library-serve")
+                models_timer = gr.Timer(10.0)  # a model being indexed next to the served one: its progress
                 videos_df = gr.Dataframe(label="Indexed videos", interactive=False, elem_id="library-videos",
                                          wrap=True)
                 failures_df = gr.Dataframe(label="Failures", interactive=False, elem_id="library-failures",
@@ -144,7 +156,7 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
                                           elem_id="index-button", scale=1)
                 index_status = gr.Markdown(elem_id="index-status")
 
-        refresh_outputs = [tags, tag_video, summary, videos_df, failures_df]
+        refresh_outputs = [header, tags, tag_video, summary, models_df, serve_choice, videos_df, failures_df]
         gr.on([search_btn.click, query.submit], service.search,
               inputs=[query, example_image, example_clip, tags, folder, min_dur, max_dur, per_video, top_k],
               outputs=[gallery, hits_json, hits_state], api_name="search",
@@ -166,6 +178,13 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
                         api_name="index_folder", concurrency_limit=1, concurrency_id="write"
                         ).then(service.refresh, outputs=refresh_outputs, api_visibility="private")
         refresh_btn.click(service.refresh, outputs=refresh_outputs, api_visibility="private")
+        serve_choice.input(service.switch_model, inputs=[serve_choice], outputs=refresh_outputs,
+                           api_name="library_switch", api_visibility="private", concurrency_limit=1,
+                           concurrency_id="switch")
+        # The same switch for scripts (the radio's choices are the page's, as it last refreshed).
+        gr.api(service.serve_model, api_name="switch_model", concurrency_limit=1, concurrency_id="switch")
+        models_timer.tick(lambda: service.models_view()[0], outputs=[models_df], api_visibility="private",
+                          show_progress="hidden")
         demo.load(service.refresh, outputs=refresh_outputs, api_visibility="private")
 
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
@@ -199,7 +218,7 @@ def serve(config: AppConfig, block: bool = True, encoder=None) -> str:
     """`vidsift app`: launch, print the URL and (``block``) serve until interrupted; returns the URL.
     With ``block=False`` the server keeps running in background threads."""
     demo, url = start(config, encoder=encoder)
-    print(f"vidsift app: serving {config.db} (model {config.spec.key}) at {demo.local_url}", flush=True)
+    print(f"vidsift app: serving {config.db} (model {demo.vidsift_service.spec.key}) at {demo.local_url}", flush=True)
     if config.share:
         print(f"vidsift app: public link: {url}", flush=True)
     if not config.is_loopback:
@@ -208,6 +227,14 @@ def serve(config: AppConfig, block: bool = True, encoder=None) -> str:
     if config.share:
         print("vidsift app: warning: --share makes the app reachable from the internet through a public link.",
               file=sys.stderr, flush=True)
+    service = demo.vidsift_service
+    try:  # load the model and calibration now, not at the first search (a failure: that search says why)
+        service.encoder()
+        service.calibration()
+    except Exception:  # noqa: BLE001
+        log.warning("vidsift app: the served model did not load at start", exc_info=True)
+    # Announced once ready, so that `vidsift search` on this database asks this app (app/announce.py).
+    announced = announce(config, demo.local_url, service.spec, service.store.archive_models())
     if not block:
         return url
     try:
@@ -215,5 +242,6 @@ def serve(config: AppConfig, block: bool = True, encoder=None) -> str:
     except KeyboardInterrupt:
         pass
     finally:
+        announced.remove()
         demo.close()
     return url

@@ -9,7 +9,14 @@ rendered and indexed (fresh seeds), with the same queries and the same figures:
   something present scores high, the rest low);
 - ``content-free null``: the query against generic distractor texts only ("a photo.", "something."...),
   scored on the same candidates (no rival descriptions);
-- ``rivals (default)`` and ``rivals (fitted)``: vidsift's confidence (pipeline/confidence.py).
+- ``rivals (default)`` and ``rivals (fitted)``: vidsift's confidence (pipeline/confidence.py);
+- variants of it weighed for the absent labels the model confuses (issue 17, second round), all on
+  the default rivals: ``all rivals summed`` (the softmax over every rival, not the best one);
+  ``margin 0.03/0.05`` (the query must beat its best rival by that cosine; a constant per model,
+  shown to see the trade-off); ``near-neighbour queries`` (rivals also the query with one content
+  word swapped for each word of the bank, in the query's own wording, embedded at query time);
+  ``prompt ensembles`` (the query and the rivals each the mean of classify's 8 templates, as CLIP
+  embeds labels; the query's embedded at query time).
 
     .venv/bin/python bench/confidence_alternatives.py /tmp/eval-confidence
 """
@@ -38,6 +45,70 @@ def otsu(values: np.ndarray) -> float:
     return cut
 
 
+def variant_confidences(name: str, calibration, text: str, vector: np.ndarray, hits: np.ndarray, extra) -> np.ndarray:
+    """The confidences of one variant of the rival rule (see the module's notes) on the hits' vectors."""
+    from pipeline.confidence import content_words
+
+    content = content_words(text)
+    if not content:
+        return np.zeros(len(hits))
+    s, bank = calibration.logit_scale, calibration.bank
+    q = hits @ (vector / np.linalg.norm(vector))
+    c = (hits @ calibration.content_free.T).max(axis=1)
+    mask = bank.valid_for(content)
+    rivals = hits @ bank.vectors[mask].T
+    if name == "all rivals summed":
+        rival = np.exp(np.clip(s * (rivals - q[:, None]), -80, 80)).sum(axis=1)
+    elif name.startswith("margin"):
+        rival = np.exp(np.clip(s * (rivals.max(axis=1) + float(name.split()[1]) - q), -80, 80))
+    elif name == "near-neighbour queries":
+        swapped = extra["swaps"](text)
+        best = rivals.max(axis=1)
+        if len(swapped):
+            best = np.maximum(best, (hits @ swapped.T).max(axis=1))
+        rival = np.exp(np.clip(s * (best - q), -80, 80))
+    elif name == "prompt ensembles":
+        q = hits @ extra["ensemble"]([text])[0]
+        best = np.maximum(rivals.max(axis=1), (hits @ extra["bank_ensemble"][mask].T).max(axis=1))
+        rival = np.exp(np.clip(s * (best - q), -80, 80))
+    else:
+        raise ValueError(name)
+    return 1.0 / (1.0 + np.exp(np.clip(s * (c - q), -80, 80)) + rival)
+
+
+VARIANTS = ("all rivals summed", "margin 0.03", "margin 0.05", "near-neighbour queries", "prompt ensembles")
+
+
+def variant_helpers(encoder, bank) -> dict:
+    """Query-time texts of the variants: near-neighbour queries and prompt ensembles."""
+    import re
+
+    from pipeline.classify import DEFAULT_TEMPLATES
+    from pipeline.confidence import STOP_WORDS, content_words, encode_texts
+
+    words = [p for p in bank.phrases if " " not in p]
+
+    def ensemble(texts):
+        v = np.stack([encode_texts(encoder, [t.format(x) for x in texts]) for t in DEFAULT_TEMPLATES]).mean(axis=0)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def swaps(text):
+        tokens = re.findall(r"[A-Za-z0-9']+|[^A-Za-z0-9']+", text)
+        own = content_words(text)
+        out = []
+        for i, token in enumerate(tokens):
+            if not token.isalpha() or token.lower() in STOP_WORDS:
+                continue
+            for word in words:
+                if content_words(word) <= own:
+                    continue
+                new = "".join(tokens[:i] + [word] + tokens[i + 1:])
+                out.append(re.sub(r"\ban (?=[^aeiou\s])", "a ", re.sub(r"\ba (?=[aeiou])", "an ", new)))
+        return encode_texts(encoder, out) if out else np.zeros((0, bank.vectors.shape[1]), np.float32)
+
+    return {"ensemble": ensemble, "bank_ensemble": ensemble(bank.phrases), "swaps": swaps}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="the --out folder of bench/eval_confidence.py")
@@ -61,6 +132,7 @@ def main(argv=None) -> int:
     oow_vectors = dict(zip(OUT_OF_WORLD_QUERIES, encoder.encode_texts(list(OUT_OF_WORLD_QUERIES))))
     default = default_bank(encoder)
     free = _content_free(encoder)
+    helpers = variant_helpers(encoder, default)
     rows = []  # one per (archive, query): kind, split, top-1 cosine, per-method max/top-1 confidence
     for root in sorted(Path(args.root).glob("archive-*")):
         _, videos = load_manifest(root)
@@ -90,6 +162,9 @@ def main(argv=None) -> int:
                    "top1_shows": kind == "present" and _shows(by_id[hits[0].video_id], text, hits[0].start, hits[0].end)}
             for name, calibration in methods.items():
                 conf = calibration.confidences(text, vector, hv)
+                row[name] = {"max": float(conf.max()), "top1": float(conf[0])}
+            for name in VARIANTS:
+                conf = variant_confidences(name, methods["rivals (default)"], text, vector, hv, helpers)
                 row[name] = {"max": float(conf.max()), "top1": float(conf[0])}
             rows.append(row)
         print(f"{root.name}: {len(by_id)} videos, {len(present)} labels present, fitted cut {fitted_cut:.3f}", flush=True)
@@ -122,7 +197,7 @@ def main(argv=None) -> int:
         "flat cosine, fitted per archive without labels (Otsu)":
             figures(lambda r: r["top1_cosine"] <= r["fitted_cut"], lambda r: r["top1_cosine"] > r["fitted_cut"]),
     }
-    for name in ("content-free null", "rivals (default)", "rivals (fitted)"):
+    for name in ("content-free null", "rivals (default)", "rivals (fitted)", *VARIANTS):
         if name in rows[0]:
             results[name] = figures(lambda r, n=name: r[n]["max"] <= 0.5, lambda r, n=name: r[n]["top1"] > 0.5)
     out = Path(args.out) if args.out else Path(args.root) / "alternatives.json"

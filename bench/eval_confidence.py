@@ -10,7 +10,9 @@ archive; ``fitted``: `vidsift calibrate` on that archive, no labels), it measure
 ``pipeline.evaluation.no_match_report``: absent labels answering "no match", present labels' R@1
 and top hit marked match, out-of-world and gibberish queries, open-set classification, the curve
 over the threshold and the reliability of the confidences; summed over the archives, seen and
-held-out pairs apart. Prints a table and writes ``results.json``.
+held-out pairs apart. Open-set classification is decided here as `vidsift classify` decides it
+(``pipeline.evaluation.open_set_classification``: "none" when no segment shows one of the set's labels, else
+CLIP's top-1). Prints a table and writes ``results.json``.
 
     .venv/bin/python bench/eval_confidence.py --archives 10 --out /tmp/eval-confidence
 """
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
     from models.spec import resolve_spec
     from pipeline.confidence import Calibration, _content_free, default_bank, fit_calibration, load_fitted_bank
     from pipeline.config import IndexConfig
-    from pipeline.evaluation import format_no_match, load_manifest, no_match_report
+    from pipeline.evaluation import format_no_match, load_manifest, no_match_report, open_set_classification
     from pipeline.indexing import index_sequential
     from pipeline.store import VideoStore
 
@@ -142,6 +144,8 @@ def main(argv=None) -> int:
                 bank = default_bank(encoder)
             calibration = Calibration(encoder.logit_scale, _content_free(encoder), bank, encoder.model_key)
             result = no_match_report(store, encoder, videos, calibration, k=args.k, seed=seed)
+            # classification as `vidsift classify` decides it (set-level "none"; see the function)
+            result["open_set_classification"] = open_set_classification(store, encoder, videos, calibration, seed=seed)
             print(f"--- archive {seed} ({len(videos)} videos, labels: {', '.join(manifest['labels'])}), "
                   f"calibration {mode}", flush=True)
             print(format_no_match(result), flush=True)
@@ -184,7 +188,7 @@ def main(argv=None) -> int:
                            ("classify, 2-5 labels without it: none", "none_small_sets_without_true_label"),
                            ("classify top-1 with none", "top1_with_none"), ("classify top-1 before", "top1_before")):
             print(f"  {title:<42}{f(osc[key]['seen']):<20}{f(osc[key]['heldout']):<20}")
-        print(f"  {'multi-scene clips: every shown label matches':<42}{f(osc['multi_scene_all_labels_match'])}")
+        print(f"  {'multi-scene: every shown label matches':<42}{f(osc['multi_scene_all_labels_match'])}")
     print(f"written {out / 'results.json'} ({results['seconds']} s)")
     return 0
 

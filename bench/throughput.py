@@ -2,7 +2,8 @@
 """End-to-end `vidsift index` throughput against (a) the machine's limit for the same frames and
 (b) a naive baseline, side by side in one run, per model.
 
-- **e2e**: `vidsift index ARCHIVE` (the real CLI, local Ray) on a rendered archive. Reported as
+- **e2e**: `vidsift index ARCHIVE` (the real CLI, default runner: the local pipeline since issue
+  20; `--also-ray` adds `--address local`, a fresh local Ray) on a rendered archive. Reported as
   wall time and as the steady rate the job reports once its first video is done (`steady_fps`:
   frames per second without the fixed start-up of Ray and the model, which a long job amortises).
 - **decode-only**: the job's own decode stage (`pipeline.decode.decode_video`: open, sparse
@@ -88,8 +89,12 @@ def encode_only(encoder, frames: int, budget_s: float = 20.0) -> float:
     return done / (time.perf_counter() - started)
 
 
-def naive(paths: list[str], model: str, pretrained: str, budget_s: float) -> tuple[int, float, float]:
-    """(frames, seconds, video seconds) of the naive loop over ``paths`` (stops after ``budget_s``)."""
+def naive(paths: list[str], model: str, pretrained: str, budget_s: float, fps: float = 1.0,
+          include_loading: bool = False) -> tuple[int, float, float]:
+    """(frames, seconds, video seconds) of the naive loop over ``paths`` at ``fps`` sampled frames
+    per second of video (stops after ``budget_s``); ``include_loading``: the seconds include
+    loading the model, as the CLI's wall time does."""
+    loading_started = time.perf_counter()
     import decord
     import torch
     from PIL import Image
@@ -104,7 +109,7 @@ def naive(paths: list[str], model: str, pretrained: str, budget_s: float) -> tup
     preprocess = image_transform_v2(PreprocessCfg(**loaded.preprocess_cfg), is_train=False)  # open_clip's own
     frames = 0
     covered = 0.0
-    started = time.perf_counter()
+    started = loading_started if include_loading else time.perf_counter()
     for path in paths:
         reader = decord.VideoReader(path)
         stamps = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
@@ -115,7 +120,7 @@ def naive(paths: list[str], model: str, pretrained: str, budget_s: float) -> tup
                 with torch.inference_mode():
                     loaded.model.encode_image(preprocess(Image.fromarray(frame))[None], normalize=True)
                 frames += 1
-                next_t += 1.0
+                next_t += 1.0 / fps
         covered += float(reader.get_frame_timestamp(len(reader) - 1)[1])
         if time.perf_counter() - started > budget_s:
             break
@@ -132,6 +137,8 @@ def main(argv=None) -> int:
                              "archive, so the job's fixed start-up weighs what it does on a real one")
     parser.add_argument("--also-no-refine", action="store_true",
                         help="also run `vidsift index --no-refine-cuts`, to show what refining the cuts costs")
+    parser.add_argument("--also-ray", action="store_true",
+                        help="also run `vidsift index --address local` (a fresh local Ray: the default before issue 20)")
     parser.add_argument("--naive-budget", type=float, default=90.0, help="seconds the naive loop may run")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -160,7 +167,9 @@ def main(argv=None) -> int:
         # only the harmonic combination of the two rates (with a GPU, encoding has its own
         # device and ``limit`` is the bound).
         shared = 1.0 / (1.0 / decode_fps + 1.0 / encode_fps)
-        for variant in [[]] + ([["--no-refine-cuts"]] if args.also_no_refine else []):
+        variants = [[]] + ([["--no-refine-cuts"]] if args.also_no_refine else []) + \
+            ([["--address", "local"]] if args.also_ray else [])
+        for variant in variants:
             with tempfile.TemporaryDirectory() as tmp:
                 run = run_vidsift(["index", str(folder), "--db", f"{tmp}/db", "--model", model,
                                    "--pretrained", pretrained, "--json", "--quiet", *variant])
@@ -169,7 +178,8 @@ def main(argv=None) -> int:
             steady = report["steady_fps"]
             e2e_wall_fps = frames / run["seconds"]
             rows.append({
-                "model": model, "variant": " ".join(variant) or "default", "frames": frames,
+                "model": model, "variant": " ".join(variant) or "default", "runner": report.get("runner"),
+                "frames": frames, "load_avg": round(os.getloadavg()[0], 1),
                 "video_s": round(seconds_of_video, 1),
                 "decode_only_fps": round(decode_fps, 1), "encode_only_fps": round(encode_fps, 1),
                 "limit_fps": round(limit, 1), "shared_cpu_bound_fps": round(shared, 1),

@@ -13,7 +13,7 @@ from .spec import ModelSpec
 
 
 class ClipEncoder:
-    """Encodes frames and texts with one model.
+    """Encodes frames and texts with one open_clip model (``models.interface.Encoder``).
 
     Frames arrive as uint8 RGB squares already resized/cropped to the model's input size (the
     pipeline does that on the decoder side, where it is cheapest); here they are only scaled and
@@ -82,6 +82,17 @@ class ClipEncoder:
         if len(pixels) == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return self.encode_tensor(self.to_tensor(pixels))
+
+    @torch.inference_mode()
+    def zero_shot(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        """(D, C) label vectors: each label written into every template, encoded, averaged and
+        normalised, by open_clip's ``build_zero_shot_classifier``."""
+        from open_clip import build_zero_shot_classifier
+
+        with self._autocast():
+            weights = build_zero_shot_classifier(self.model, self.loaded.tokenizer, list(labels), list(templates),
+                                                 num_classes_per_batch=32, device=self.device)
+        return weights.float().cpu().numpy()
 
     @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:

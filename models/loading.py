@@ -1,14 +1,16 @@
-"""Create an open_clip model from a ``ModelSpec``, failing fast and clearly when weights are missing."""
+"""Create an open_clip model from a ``ModelSpec``: check first (at once, offline-aware, one clear
+line), then hand the tag or file to open_clip's factory, which resolves tags (download or cache),
+merges the tag's preprocessing and loads the weights itself."""
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from .errors import ModelUnavailableError
+from .needs import check_needs, reachable
 from .registry import bundled, register_bundled_configs
 from .spec import ModelSpec
 
@@ -19,10 +21,12 @@ OFFLINE_OPTIONS = (
     "`--pretrained /path/to/checkpoint.safetensors` (a local open_clip checkpoint), or "
     "`--pretrained none` (random weights: plumbing only, meaningless results)."
 )
+# One vocabulary for precision, inference and training alike: the dtype autocast runs in (open_clip
+# does not support pure fp16 inference). ``auto``: fp16 on CUDA, fp32 on CPU.
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-
-class ModelUnavailableError(RuntimeError):
-    """The model or its weights cannot be had; the message names the model, the cause and what to do."""
+__all__ = ["ModelUnavailableError", "LoadedModel", "Weights", "check_weights", "load_model", "model_outline",
+           "preprocess_config", "pick_device", "pick_autocast", "OFFLINE_OPTIONS", "PRECISIONS"]
 
 
 @dataclass
@@ -33,6 +37,35 @@ class LoadedModel:
     device: torch.device
     autocast_dtype: torch.dtype | None
     spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What open_clip's factory is given for a spec, once checked.
+
+    ``pretrained``: a tag, a checkpoint file, or None for seeded random weights. ``quick_gelu``:
+    open_clip's factory only *warns* when a tag was trained with QuickGELU and the config lacks it
+    (OpenAI's, MetaCLIP's, DFN's weights), and the vectors are then silently wrong (open_clip #771),
+    so it is forced here from the tag's own config. ``preprocess``: a bundled model's own
+    preprocessing (open_clip reads preprocessing from tags, never from model configs). ``tag_cfg``:
+    the tag's open_clip config, for the outline, which must not download.
+    """
+
+    pretrained: str | None
+    quick_gelu: bool = False
+    preprocess: dict = field(default_factory=dict)
+    tag_cfg: dict = field(default_factory=dict)
+
+    def factory_kwargs(self) -> dict:
+        """Keywords for ``open_clip.create_model``."""
+        return {"pretrained": self.pretrained, "force_quick_gelu": self.quick_gelu,
+                "force_preprocess_cfg": dict(self.preprocess)}
+
+    def transform_kwargs(self) -> dict:
+        """The same for ``open_clip.create_model_and_transforms`` (its preprocessing keywords are
+        ``image_<key>``)."""
+        return {"pretrained": self.pretrained, "force_quick_gelu": self.quick_gelu,
+                **{f"image_{key}": value for key, value in self.preprocess.items()}}
 
 
 def pick_device(device: str) -> torch.device:
@@ -51,38 +84,30 @@ def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
     """fp16/bf16 through autocast only: open_clip does not support pure fp16 inference."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
-    table = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if precision not in table:
-        raise ModelUnavailableError(f"Unknown precision {precision!r}: choose auto, fp32, fp16 or bf16.")
-    return table[precision]
+    if precision not in PRECISIONS:
+        raise ModelUnavailableError(f"Unknown precision {precision!r}: choose auto, {', '.join(PRECISIONS)}.")
+    return PRECISIONS[precision]
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Build the model in eval mode on its device. Downloads (real tags only) happen here, never at import."""
     import open_clip
 
-    checkpoint, overrides = resolve_weights(spec)
+    weights = check_weights(spec)
+    tokenizer = check_needs(spec.name)  # before the (slow) build: a missing tokenizer fails at once
     device = pick_device(spec.device)
     autocast_dtype = pick_autocast(spec.precision, device)
     if spec.is_random:
         torch.manual_seed(0)  # same random weights in every process, so index and search agree
     try:
-        model, _, _ = open_clip.create_model_and_transforms(
-            spec.name, pretrained=checkpoint, device=device, **overrides
-        )
+        model = open_clip.create_model(spec.name, device=device, **weights.factory_kwargs())
     except Exception as exc:  # open_clip raises bare RuntimeErrors/KeyErrors for bad checkpoints
         raise ModelUnavailableError(
-            f"Could not load weights {checkpoint or 'random'} into model {spec.name!r}: {exc}"
+            f"Could not load weights {weights.pretrained or 'random'} into model {spec.name!r}: {exc}"
         ) from exc
     model.eval()
-    return LoadedModel(
-        model=model,
-        tokenizer=open_clip.get_tokenizer(spec.name),
-        preprocess_cfg=dict(model.visual.preprocess_cfg),
-        device=device,
-        autocast_dtype=autocast_dtype,
-        spec=spec,
-    )
+    return LoadedModel(model=model, tokenizer=tokenizer, preprocess_cfg=dict(model.visual.preprocess_cfg),
+                       device=device, autocast_dtype=autocast_dtype, spec=spec)
 
 
 def preprocess_config(spec: ModelSpec) -> dict:
@@ -94,15 +119,22 @@ def preprocess_config(spec: ModelSpec) -> dict:
 def model_outline(spec: ModelSpec) -> tuple[dict, int]:
     """(image preprocessing, embedding width) of ``spec``'s model without reading its weights:
     open_clip builds the model on torch's ``meta`` device, where nothing is allocated or computed,
-    and the width is the shape an image comes out with there. The weights are still checked (a
-    missing checkpoint or an unreachable tag fails here, at once). The indexing job's driver
-    needs only this: building ViT-B-32 there cost 1.7 s of CPU at every start-up, the real
-    weights more."""
-    import open_clip
+    and the width is the shape an image comes out with there. The weights and the model's other
+    needs are still checked (a missing checkpoint, an unreachable tag or a missing tokenizer fails
+    here, at once). The indexing job's driver needs only this: building ViT-B-32 there cost 1.7 s of
+    CPU at every start-up, the real weights more.
 
-    _checked_not_read, overrides = resolve_weights(spec)
+    A tag's preprocessing is merged in with open_clip's own ``merge_preprocess_dict``, as its factory
+    does when it loads the tag, because giving the tag to the factory here would download it."""
+    import open_clip
+    from open_clip.transform import merge_preprocess_dict
+
+    weights = check_weights(spec)
+    check_needs(spec.name)
+    force = merge_preprocess_dict(weights.tag_cfg, weights.preprocess) if weights.tag_cfg else weights.preprocess
     with torch.device("meta"), _without_random_init_warning():
-        model = open_clip.create_model(spec.name, pretrained=None, device="meta", **_create_model_overrides(overrides))
+        model = open_clip.create_model(spec.name, pretrained=None, device="meta", force_quick_gelu=weights.quick_gelu,
+                                       force_preprocess_cfg=dict(force))
         cfg = dict(model.visual.preprocess_cfg)
         size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
         width = int(model.encode_image(torch.empty(1, 3, size, size, device="meta")).shape[-1])
@@ -128,20 +160,9 @@ def _without_random_init_warning():
         root.removeFilter(dropped)
 
 
-def _create_model_overrides(overrides: dict) -> dict:
-    """``create_model_and_transforms``' image_* keywords as ``create_model``'s force_preprocess_cfg."""
-    from open_clip.transform import merge_preprocess_kwargs
-
-    kwargs = dict(overrides)
-    force = merge_preprocess_kwargs({}, mean=kwargs.pop("image_mean", None), std=kwargs.pop("image_std", None),
-                                    interpolation=kwargs.pop("image_interpolation", None),
-                                    resize_mode=kwargs.pop("image_resize_mode", None))
-    return {**kwargs, "force_preprocess_cfg": force}
-
-
-def resolve_weights(spec: ModelSpec) -> tuple[str | None, dict]:
-    """(checkpoint file or None for random weights, open_clip keyword overrides) for ``spec``,
-    failing fast with a clear message when the model or its weights cannot be had."""
+def check_weights(spec: ModelSpec) -> Weights:
+    """What to give open_clip's factory for ``spec``, failing fast with a clear message when the
+    model or its weights cannot be had. Reads no weights and downloads nothing."""
     import open_clip
 
     register_bundled_configs()
@@ -150,45 +171,25 @@ def resolve_weights(spec: ModelSpec) -> tuple[str | None, dict]:
             f"Unknown model {spec.name!r}. Known: shapes-tiny and open_clip's models "
             f"(`python -c 'import open_clip; print(open_clip.list_models())'`)."
         )
+    info = bundled(spec.name)
+    own = dict(info.preprocess) if info else {}
     if spec.is_random:
-        return None, {}
+        return Weights(None)  # open_clip's default preprocessing, as random weights always had
     if not spec.pretrained:
-        model_info = bundled(spec.name)
-        if model_info is None:
+        if info is None:
             raise ModelUnavailableError(f"Model {spec.name!r} has no bundled weights; give --pretrained.")
-        if not model_info.weights_path.is_file():
+        if not info.weights_path.is_file():
             raise ModelUnavailableError(
-                f"Bundled weights for {spec.name!r} are missing ({model_info.weights_path}). "
+                f"Bundled weights for {spec.name!r} are missing ({info.weights_path}). "
                 "Reinstall vidsift or train them with `vidsift train`."
             )
-        return str(model_info.weights_path), dict(model_info.preprocess)
+        return Weights(str(info.weights_path), preprocess=own)
     if spec.is_local_file:
+        import os
+
         if not os.path.isfile(spec.pretrained):
             raise ModelUnavailableError(f"Checkpoint {spec.pretrained!r} for model {spec.name!r} does not exist.")
-        model_info = bundled(spec.name)
-        return spec.pretrained, dict(model_info.preprocess) if model_info else {}
-    checkpoint = _resolve_tag(spec)
-    tag_cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
-    overrides = {
-        "image_mean": tag_cfg.get("mean"),
-        "image_std": tag_cfg.get("std"),
-        "image_interpolation": tag_cfg.get("interpolation"),
-        "image_resize_mode": tag_cfg.get("resize_mode"),
-    }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if tag_cfg.get("quick_gelu"):
-        overrides["force_quick_gelu"] = True  # OpenAI weights need QuickGELU (open_clip #771)
-    return checkpoint, overrides
-
-
-def _resolve_tag(spec: ModelSpec) -> str:
-    """Return a local file for a pretrained tag: from the Hugging Face cache, else downloaded.
-
-    Without network, open_clip retries for most of a minute before it gives up; we look in the
-    cache and probe the hub first, so an offline user hears why at once.
-    """
-    import open_clip
-
+        return Weights(spec.pretrained, preprocess=own)
     tag_cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(spec.name)
@@ -196,55 +197,43 @@ def _resolve_tag(spec: ModelSpec) -> str:
             f"{spec.pretrained!r} is neither a pretrained tag of {spec.name!r} nor an existing file. "
             f"Tags: {', '.join(tags) or 'none'}. {OFFLINE_OPTIONS}"
         )
-    cached = _cached_hf_file(tag_cfg)
-    if cached:
-        return cached
+    _check_tag_reachable(spec, tag_cfg)
+    return Weights(spec.pretrained, quick_gelu=bool(tag_cfg.get("quick_gelu")), preprocess=own, tag_cfg=tag_cfg)
+
+
+def _check_tag_reachable(spec: ModelSpec, tag_cfg: dict) -> None:
+    """A tag's weights must be in the cache or their host reachable. Without this, open_clip tries
+    to download and an offline user waits, then reads a bare RuntimeError."""
+    if _tag_cached(tag_cfg):
+        return
     host = "huggingface.co" if tag_cfg.get("hf_hub") else _url_host(tag_cfg.get("url", ""))
-    if not _reachable(host):
+    if not reachable(host):
         raise ModelUnavailableError(
             f"Cannot fetch weights {spec.pretrained!r} for model {spec.name!r}: {host} is unreachable "
             f"(no network?) and they are not in the local cache. {OFFLINE_OPTIONS}"
         )
-    try:
-        return open_clip.pretrained.download_pretrained(tag_cfg)
-    except Exception as exc:
-        raise ModelUnavailableError(
-            f"Downloading weights {spec.pretrained!r} for model {spec.name!r} failed: {exc}. {OFFLINE_OPTIONS}"
-        ) from exc
 
 
-def _cached_hf_file(tag_cfg: dict) -> str | None:
+def _tag_cached(tag_cfg: dict) -> bool:
+    """Whether the file open_clip's ``download_pretrained`` would fetch for the tag is cached: from
+    the hub (``org/repo/`` means open_clip's default file names, safetensors first) or a URL
+    (open_clip keeps those in ``~/.cache/clip`` under their own name)."""
+    import os
+
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
     hub = tag_cfg.get("hf_hub", "")
-    if not hub:
-        return None
-    try:
+    if hub:
         from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    repo_id, filename = os.path.split(hub.rstrip("/") if hub.endswith("/") else hub)
-    candidates = [filename] if filename and not hub.endswith("/") else [
-        "open_clip_model.safetensors", "open_clip_pytorch_model.bin"
-    ]
-    if hub.endswith("/"):
-        repo_id = hub.rstrip("/")
-    for name in candidates:
-        hit = try_to_load_from_cache(repo_id, name)
-        if isinstance(hit, str) and os.path.isfile(hit):
-            return hit
-    return None
+
+        repo_id, filename = os.path.split(hub)
+        names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)
+    url = tag_cfg.get("url", "")
+    return bool(url) and os.path.isfile(os.path.expanduser(f"~/.cache/clip/{os.path.basename(url)}"))
 
 
 def _url_host(url: str) -> str:
     from urllib.parse import urlparse
 
     return urlparse(url).hostname or "the download host"
-
-
-def _reachable(host: str, timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False

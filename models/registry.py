@@ -19,7 +19,8 @@ class BundledModel:
     """A model of our own: where its weights live and how its frames are preprocessed.
 
     open_clip reads preprocessing (resize mode, mean/std) from pretrained tags, not from model
-    configs, so we carry it here and pass it as open_clip's ``image_*`` overrides.
+    configs, so we carry it here, keyed as open_clip's ``PreprocessCfg``, and pass it as its
+    ``force_preprocess_cfg``.
     """
 
     name: str
@@ -37,7 +38,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         name="shapes-tiny",
         weights_file="shapes-tiny.safetensors",
         # Squash, not centre-crop: shapes-world objects can sit at the edge of a 16:9 frame.
-        preprocess={"image_resize_mode": "squash", "image_interpolation": "bicubic"},
+        preprocess={"resize_mode": "squash", "interpolation": "bicubic"},
         description="tiny CLIP (small ResNet image tower) trained on the synthetic shapes world (offline demo)",
     ),
 }

@@ -32,10 +32,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler
 
-from .loading import pick_device
-from .registry import bundled, register_bundled_configs
+from .errors import ModelUnavailableError
+from .loading import PRECISIONS, Weights, check_weights, pick_device
+from .needs import check_needs, load_tokenizer
+from .registry import bundled
+from .spec import ModelSpec
 
 CHECKPOINT_DIR = "checkpoints"
+LEGACY_PRECISIONS = {"amp": "fp16", "amp_bf16": "bf16"}  # the names training used before (old config.json files)
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -58,7 +62,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     device: str = "auto"
-    precision: str = "auto"            # auto (amp on CUDA, fp32 on CPU), fp32, amp, amp_bf16
+    precision: str = "auto"            # autocast dtype, as for inference: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16
     num_workers: int = 0
     threads: int | None = None         # torch.set_num_threads, for CPU runs on shared machines
     val_every: int = 1                 # epochs
@@ -70,8 +74,9 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas, self.aug_scale = tuple(self.betas), tuple(self.aug_scale)
-        if self.precision not in ("auto", "fp32", "amp", "amp_bf16"):
-            raise ValueError(f"precision must be auto, fp32, amp or amp_bf16, got {self.precision!r}")
+        self.precision = LEGACY_PRECISIONS.get(self.precision, self.precision)
+        if self.precision != "auto" and self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.export_dtype not in ("fp32", "fp16", "bf16"):
             raise ValueError(f"export_dtype must be fp32, fp16 or bf16, got {self.export_dtype!r}")
 
@@ -104,50 +109,42 @@ def resolve_device(cfg: TrainConfig) -> tuple[torch.device, str]:
     device = pick_device(cfg.device)
     precision = cfg.precision
     if precision == "auto":
-        precision = "amp" if device.type == "cuda" else "fp32"
+        precision = "fp16" if device.type == "cuda" else "fp32"
     return device, precision
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "amp_bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def create_overrides(model_name: str, pretrained: str | None) -> dict:
-    """Preprocessing open_clip does not read from a model config: a bundled model's own resize mode,
-    and QuickGELU for the OpenAI tags (as models.loading does)."""
-    import open_clip
-
-    info = bundled(model_name)
-    overrides = dict(info.preprocess) if info else {}
-    if pretrained and open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu"):
-        overrides["force_quick_gelu"] = True
-    return overrides
+def start_weights(cfg: TrainConfig) -> Weights:
+    """What the model starts from, checked as inference checks it (``models.loading.check_weights``):
+    ``pretrained`` None/"none" is a random init, "" the bundled weights, else a tag or a file. The
+    model's own preprocessing and QuickGELU come with it, so the exported model embeds frames
+    exactly as the one it started from."""
+    pretrained = "none" if cfg.pretrained is None else cfg.pretrained
+    try:
+        weights = check_weights(ModelSpec(name=cfg.model, pretrained=pretrained))
+    except ModelUnavailableError as exc:
+        raise ValueError(str(exc)) from None
+    info = bundled(cfg.model)
+    if weights.pretrained is None and info:  # a bundled model trained from scratch keeps its own preprocessing
+        weights = Weights(None, preprocess=dict(info.preprocess))
+    return weights
 
 
 def build_model(cfg: TrainConfig, device: torch.device):
     """(model, train transform, eval transform, tokenizer), seeded so random inits are reproducible."""
     import open_clip
 
-    register_bundled_configs()
-    if open_clip.get_model_config(cfg.model) is None:
-        raise ValueError(f"Unknown model {cfg.model!r}")
-    pretrained = cfg.pretrained
-    if pretrained is not None and pretrained.lower() in ("none", "random"):
-        pretrained = None
-    if pretrained == "":
-        info = bundled(cfg.model)
-        if info is None or not info.weights_path.is_file():
-            raise ValueError(f"Model {cfg.model!r} has no bundled weights to start from")
-        pretrained = str(info.weights_path)
+    weights = start_weights(cfg)
+    tokenizer = check_needs(cfg.model)
     torch.manual_seed(cfg.seed)
     model, train_tf, val_tf = open_clip.create_model_and_transforms(
-        cfg.model, pretrained=pretrained, device=device, output_dict=True,
-        aug_cfg={"scale": cfg.aug_scale}, **create_overrides(cfg.model, pretrained),
+        cfg.model, device=device, output_dict=True, aug_cfg={"scale": cfg.aug_scale}, **weights.transform_kwargs(),
     )
-    return model, train_tf, val_tf, open_clip.get_tokenizer(cfg.model)
+    return model, train_tf, val_tf, tokenizer
 
 
 def no_decay(name: str, param: torch.nn.Parameter) -> bool:
@@ -367,15 +364,16 @@ def verify_export(cfg: TrainConfig, path: str | Path, model, device) -> float:
     """Reload the file through open_clip and return the worst cosine between old and new features."""
     import open_clip
 
-    reloaded, _, _ = open_clip.create_model_and_transforms(
-        cfg.model, pretrained=str(path), device=device, **create_overrides(cfg.model, str(path)))
+    started = start_weights(cfg)  # the exported file is built as the trained model was (QuickGELU)
+    reloaded = open_clip.create_model(cfg.model, device=device, **Weights(
+        str(path), quick_gelu=started.quick_gelu, preprocess=started.preprocess).factory_kwargs())
     reloaded.eval()
     was_training = model.training
     model.eval()
     size = reloaded.visual.preprocess_cfg["size"]
     size = (size, size) if isinstance(size, int) else tuple(size)
     images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
-    tokens = open_clip.get_tokenizer(cfg.model)(["a red circle", "a photo"]).to(device)
+    tokens = load_tokenizer(cfg.model)(["a red circle", "a photo"]).to(device)
     cos = min(
         float(torch.nn.functional.cosine_similarity(a, b).min())
         for a, b in ((model.encode_image(images, normalize=True), reloaded.encode_image(images, normalize=True)),
@@ -444,7 +442,7 @@ def train(cfg: TrainConfig, train_data, val: ValData | None = None) -> dict:
     device, precision = resolve_device(cfg)
     model, train_tf, val_tf, tokenizer = build_model(cfg, device)
     optimizer = make_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "amp")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = open_clip.ClipLoss()
     loader = make_loader(train_data, cfg, Collate(train_tf, tokenizer), device)
     total_steps = cfg.epochs * steps_in_epoch(loader, cfg)

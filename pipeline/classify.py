@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.interface import Encoder
+
 from .config import IndexConfig
 from .errors import InputError
 from .indexing import embed_video
@@ -68,31 +70,24 @@ class ZeroShotClassifier:
     """Label vectors averaged over templates (open_clip's ``build_zero_shot_classifier``);
     probabilities are softmax(logit_scale * cosine), as CLIP computes them."""
 
-    def __init__(self, encoder, labels: list[str], templates: list[str] | None = None):
-        from open_clip import build_zero_shot_classifier
-
+    def __init__(self, encoder: Encoder, labels: list[str], templates: list[str] | None = None):
         self.encoder = encoder
         self.labels = list(labels)
         self.templates = list(templates or DEFAULT_TEMPLATES)
-        import torch
-
-        with torch.inference_mode(), encoder._autocast():
-            weights = build_zero_shot_classifier(
-                encoder.model, encoder.loaded.tokenizer, self.labels, self.templates,
-                num_classes_per_batch=32, device=encoder.device,
-            )
-        self.weights = weights.float().cpu().numpy()  # (D, C)
-        self._plain: np.ndarray | None = None
+        self.weights = encoder.zero_shot(self.labels, self.templates)  # (D, C)
+        self._label_vectors: np.ndarray | None = None
 
     @property
     def label_vectors(self) -> np.ndarray:
-        """Each label embedded as written (no template): the text whose confidence says whether a
-        segment shows the label, exactly as a search for it would."""
-        if self._plain is None:
-            from .confidence import encode_texts
-
-            self._plain = encode_texts(self.encoder, self.labels)
-        return self._plain
+        """Each label as the classifier sees it, its template ensemble (L2-normalised): the text
+        whose confidence says whether a segment shows the label. The ensemble, not the bare label,
+        because the templates are how CLIP reads a label set (on clips of held-out shapes-world
+        pairs the bare label is the weaker text, bench/eval_confidence.py); the classifier built
+        it already, so it costs nothing."""
+        if self._label_vectors is None:
+            w = self.weights.T.astype(np.float32)
+            self._label_vectors = w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        return self._label_vectors
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         logits = self.encoder.logit_scale * (np.atleast_2d(vectors) @ self.weights)
@@ -109,7 +104,8 @@ class ZeroShotClassifier:
 class ClipClassification:
     """``labels``: the top labels by probability (softmax over the set, as CLIP computes it), each
     with ``confidence``/``match`` when a calibration was given; ``label``: None ("none of these
-    labels") when no label matches anywhere in the clip, else the best label (``open_set_answer``);
+    labels") when no segment of the clip shows one of the labels, else the most probable label over
+    the clip, as before open-set (``open_set_answer``);
     ``matches``: every label that matches somewhere in the clip (a clip whose scenes show two
     labels gets both), most confident first."""
 
@@ -138,20 +134,25 @@ def _with_confidence(rows: list[dict], confidence: dict[str, float] | None) -> l
 
 
 def open_set_answer(labels: list[str], clip_probs: np.ndarray, segment_probs: list[np.ndarray],
-                    confidence: np.ndarray) -> tuple[str | None, list[str | None]]:
+                    confidence: np.ndarray, any_label: np.ndarray | None = None
+                    ) -> tuple[str | None, list[str | None]]:
     """The answers "which of these labels?" for a clip and each of its segments.
 
-    ``confidence``: (labels, segments). A segment whose labels all have confidence <= 0.5 shows
-    none of them (None); otherwise its answer is its most probable label, as CLIP has always
-    answered (the probabilities are relative: among the given labels). The clip's answer is the
-    most probable over the whole clip of its segments' answers, None when every segment's is None."""
+    Open-set only decides *whether* to answer, never *which* label: a segment that shows none of
+    the labels answers None, otherwise its most probable label; the clip answers None when none of
+    its segments shows a label, otherwise its most probable label over the whole clip, exactly
+    CLIP's top-1 as before open-set (so top-1 accuracy with the true label in the set can drop only
+    by a "none"). Whether a segment shows one of the labels: ``any_label`` (per segment,
+    ``Calibration.set_confidences``) > 0.5 when given, else some label's own ``confidence``
+    ((labels, segments)) > 0.5. The labels shown somewhere are ``ClipClassification.matches``."""
     from .confidence import MATCH_THRESHOLD
 
-    answers = [labels[int(np.argmax(probs))] if (confidence[:, j] > MATCH_THRESHOLD).any() else None
-               for j, probs in enumerate(segment_probs)]
-    found = {a for a in answers if a is not None}
-    index = {label: i for i, label in enumerate(labels)}
-    return (max(found, key=lambda label: clip_probs[index[label]]) if found else None), answers
+    if any_label is None:
+        shown = (np.asarray(confidence) > MATCH_THRESHOLD).any(axis=0)
+    else:
+        shown = np.asarray(any_label) > MATCH_THRESHOLD
+    answers = [labels[int(np.argmax(probs))] if shown[j] else None for j, probs in enumerate(segment_probs)]
+    return (labels[int(np.argmax(clip_probs))] if shown.any() else None), answers
 
 
 def classify_clip(encoder, path: str, classifier: ZeroShotClassifier, config: IndexConfig,
@@ -160,7 +161,8 @@ def classify_clip(encoder, path: str, classifier: ZeroShotClassifier, config: In
 
     With a ``calibration`` (``pipeline.confidence.load_calibration``) each label also gets its
     confidence of being shown: the best over the clip's segments (scene-aware by default), so a
-    label shown in one scene of several matches; ``label`` is None when no label matches."""
+    label shown in one scene of several matches; ``label`` is None when no segment shows one of the
+    labels (``Calibration.set_confidences``), else CLIP's top-1 as before."""
     embedded = embed_video(path, encoder, config)
     clip_vector = mean_pool(embedded.vectors)
     clip_probs = classifier.probabilities(clip_vector)[0]
@@ -173,8 +175,10 @@ def classify_clip(encoder, path: str, classifier: ZeroShotClassifier, config: In
         # then a yellow triangle average to something like "a yellow square").
         vectors = np.vstack([np.atleast_2d(seg.vector) for seg in segments] or [np.atleast_2d(clip_vector)])
         conf = calibration.confidence_matrix(classifier.labels, classifier.label_vectors, vectors)  # (C, S)
+        any_label = calibration.set_confidences(classifier.labels, classifier.label_vectors, vectors)  # (S,)
         best = {label: float(conf[i].max()) for i, label in enumerate(classifier.labels)}
-        label, answers = open_set_answer(classifier.labels, clip_probs, segment_probs or [clip_probs], conf)
+        label, answers = open_set_answer(classifier.labels, clip_probs, segment_probs or [clip_probs], conf,
+                                         any_label)
     result = ClipClassification(path=path, duration=embedded.info.duration,
                                 labels=_with_confidence(classifier.ranked(clip_probs, top),
                                                         best if conf is not None else None))

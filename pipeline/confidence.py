@@ -17,7 +17,8 @@ against alternatives scored on the same segment, with the model's own softmax:
   that describes what the segment really shows ("a red circle" against "green circle").
 
 ``match`` is ``confidence > 0.5``: the text is more likely than "nothing in particular" and "the
-archive's best other description" together. The threshold is that definition, not a tuned value;
+archive's best other description" together. For a label set (`vidsift classify`'s "none of these
+labels") the labels count together against what is outside the set (``set_confidences``). The threshold is that definition, not a tuned value;
 nothing is fitted on labels. A text with no content word (only "a", "the", "photo"...) describes
 nothing and has confidence 0.
 
@@ -400,6 +401,36 @@ class Calibration:
             free = np.exp(np.clip(self.logit_scale * (c[0] - q[i]), -80, 80))
             out[i] = 1.0 / (1.0 + free + rival)
         return out
+
+    def set_confidences(self, texts: list[str], text_vectors: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Per segment: how likely it shows *one of* ``texts`` (a label set), the question behind
+        "none of these labels". The texts together against the content-free prompts and the best
+        rival that is none of them (not implied by, nor refining, any text of the set):
+
+            e^(s*q_1) + ... + e^(s*q_n)  over  that + e^(s*c) + e^(s*r)
+
+        Which label of the set it is, is the classifier's question; so labels of the set that the
+        model confuses with each other (a held-out "blue star" it scores as "blue triangle") do
+        not make every one of them lose to another, as each label's own confidence does."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        tv = np.atleast_2d(np.asarray(text_vectors, dtype=np.float32))
+        keep = [i for i, text in enumerate(texts) if content_words(text)]
+        if not keep or len(vectors) == 0:
+            return np.zeros(len(vectors))
+        tv = tv[keep] / np.maximum(np.linalg.norm(tv[keep], axis=1, keepdims=True), 1e-12)
+        q = scores(vectors, tv)                                    # (N, T)
+        top = q.max(axis=1)
+        c = scores(vectors, self.content_free).max(axis=1)
+        out_of_set = np.exp(np.clip(self.logit_scale * (c - top), -80, 80))
+        if len(self.bank.phrases):
+            mask = np.ones(len(self.bank.phrases), dtype=bool)
+            for i in keep:
+                mask &= self.bank.valid_for(content_words(texts[i]))
+            if mask.any():
+                r = scores(vectors, self.bank.vectors[mask]).max(axis=1)
+                out_of_set = out_of_set + np.exp(np.clip(self.logit_scale * (r - top), -80, 80))
+        in_set = np.exp(np.clip(self.logit_scale * (q - top[:, None]), -80, 0)).sum(axis=1)
+        return in_set / (in_set + out_of_set)
 
     def best_rivals(self, text: str, vectors: np.ndarray, n: int = 3) -> list[list[str]]:
         """For explanation: the rival phrases that score highest on each of ``vectors``."""

@@ -11,6 +11,7 @@ class SamplingConfig:
 
     fps: float | None = 1.0
     frames: int | None = None
+    keyframes: bool = False  # with ``fps``: the keyframe at or before each sampling time (decodes keyframes only)
 
     def __post_init__(self):
         if self.frames is not None:
@@ -20,10 +21,13 @@ class SamplingConfig:
             raise ValueError(f"--fps must be > 0 and <= 240 frames per second, got {self.fps!r}")
 
     def describe(self) -> str:
-        return f"{self.frames} frames/video" if self.frames is not None else f"{self.fps:g} fps"
+        if self.frames is not None:
+            return f"{self.frames} frames/video"
+        return f"{self.fps:g} fps" + (", keyframes" if self.keyframes else "")
 
 
 SEGMENT_MODES = ("scenes", "fixed")
+DECODERS = ("auto", "cpu", "gpu", "decord")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,13 @@ class IndexConfig:
     thumbnail_height: int = 108
     decode_chunk: int = 16  # frames decoded at once: bounds memory whatever the video's length
     keep_frames: bool = True  # store frame vectors too, so segments can be re-pooled without decoding
+    # Decoding (pipeline/decoders.py). ``auto``: NVDEC through torchcodec when CUDA and torchcodec
+    # are there (PyAV for a file it cannot open), else decord with decoder-side resize; ``cpu``:
+    # PyAV, decoding only what the plan needs; ``gpu``: as auto, but a fallback to the CPU is logged
+    # as a warning; ``decord``: decord, whatever the machine.
+    decoder: str = "auto"  # one of DECODERS (checked by pipeline.decoders)
+    decode_threads: int = 1  # threads per decoder: 1 where one process per core decodes
+    decoder_resize: bool = True  # convert sampled frames straight to the size the model and thumbnail need
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

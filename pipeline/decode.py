@@ -1,6 +1,13 @@
-"""Decoding sampled frames with decord, in bounded chunks, with errors that name the file and cause."""
+"""The decode stage's entry point and its hardening: file and header checks, errors that name the
+file and cause in words, the truncation check; and decord's path, the default on a machine
+without a GPU decoder.
+
+``decode_video`` reads the header, then decodes with decord (decoder-side resize to the size the
+model and the thumbnail need), or hands the video to ``pipeline.decoders`` when a GPU decoder is
+there (or PyAV is asked for)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator
@@ -11,6 +18,7 @@ import numpy as np
 from .config import IndexConfig
 from .errors import VideoError
 from .frames import FrameTransform
+from .pyav_decode import decode_size
 from .sampling import plan_frame_indices
 
 
@@ -22,6 +30,8 @@ class VideoInfo:
     width: int
     height: int
     n_frames: int
+    decoder: str = "decord"     # which decoder read it: "gpu", "cpu" (PyAV) or "decord"
+    decoder_reason: str = ""   # why that one (e.g. "CPU decoder: no CUDA device")
 
 
 @dataclass
@@ -31,6 +41,7 @@ class FrameChunk:
     pixels: np.ndarray        # uint8 (n, S, S, 3) model-ready squares
     times: np.ndarray         # float64 (n,) presentation time of each frame, seconds
     thumbnails: list[bytes]   # one small JPEG per frame
+    decoder: str = "decord"   # the decoder that made these frames ("gpu+cpu" across a fallback)
 
 
 # What FFmpeg and decord say, in words. Their raw text (C++ check expressions, build paths, AVERROR
@@ -143,30 +154,13 @@ def container_facts(path: str) -> ContainerFacts:
 
 def readable_span(path: str) -> tuple[float, float]:
     """(end of the video stream, end of the whole file) in seconds, from reading every packet in
-    order with PyAV. Sequential demuxing does not depend on an index and reads what is really in
-    the file, the same way every time (decord, seeking in a file whose index is gone, does not)."""
-    import av
+    order with PyAV (``pyav_decode.scan``). Sequential demuxing does not depend on an index and reads
+    what is really in the file, the same way every time (decord, seeking in a file whose index is
+    gone, does not)."""
+    from .pyav_decode import scan
 
-    with _open_av(path) as container:
-        video = _video_stream(container, path)
-        ends: dict[int, float] = {}
-        counts: dict[int, int] = {}
-        try:
-            for packet in container.demux():
-                stamp = packet.pts if packet.pts is not None else packet.dts
-                stream = packet.stream
-                counts[stream.index] = counts.get(stream.index, 0) + 1
-                if stamp is None or stream.time_base is None:
-                    continue
-                end = float((stamp + (packet.duration or 0)) * stream.time_base)
-                start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-                ends[stream.index] = max(ends.get(stream.index, 0.0), end - start)
-        except (av.error.FFmpegError, OSError):
-            pass  # the file ends (or breaks) here: what was read so far is what is there
-        rate = float(video.average_rate or video.guessed_rate or 0)
-        if video.index not in ends and counts.get(video.index) and rate > 0:
-            ends[video.index] = counts[video.index] / rate  # packets without timestamps
-        return ends.get(video.index, 0.0), max(ends.values(), default=0.0)
+    index = scan(path)
+    return index.video_end, index.file_end
 
 
 def truncation_reason(path: str, facts: ContainerFacts | None = None) -> str | None:
@@ -204,13 +198,15 @@ def open_video(path: str):
     return _open_decord(path)
 
 
-def _open_decord(path: str):
+def _open_decord(path: str, size: tuple[int, int] | None = None):
+    """decord's reader; with ``size`` (height, width), frames are resized by the decoder."""
     import av  # noqa: F401 - PyAV's libraries before decord's (pipeline/synth.py: the libvpx clash)
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own stderr chatter; we report the cause
+    resize = {} if size is None else {"height": int(size[0]), "width": int(size[1])}
     try:
-        reader = decord.VideoReader(path, num_threads=1)
+        reader = decord.VideoReader(path, num_threads=1, **resize)
     except Exception as exc:  # decord raises RuntimeError / DECORDError with C++ noise
         raise VideoError(path, "open", _clean_decord_message(exc)) from None
     return reader
@@ -262,8 +258,13 @@ def iter_frame_chunks(
         yield FrameChunk(pixels=squares, times=frame_starts[chunk_idx], thumbnails=thumbs)
 
 
-def decode_video(path: str, transform: FrameTransform, config: IndexConfig) -> tuple[VideoInfo, Iterator[FrameChunk]]:
+def decode_video(path: str, transform: FrameTransform, config: IndexConfig,
+                 gpu_probe=None) -> tuple[VideoInfo, Iterator[FrameChunk]]:
     """Open, probe and plan; return the info and a lazy iterator over decoded chunks.
+
+    The header is read here for every decoder; then decord decodes (``decoders.decord_reason``: no
+    GPU decoder here, or decord asked for), or ``pipeline.decoders`` does the rest (GPU or PyAV;
+    ``gpu_probe``: its ``GpuProbe``, for tests).
 
     A damaged file gets one answer, whatever decord makes of it (its results on a file whose
     index is gone vary from run to run: an error, part of the video, a single frame): the file's
@@ -276,6 +277,11 @@ def decode_video(path: str, transform: FrameTransform, config: IndexConfig) -> t
     faults.inject(path)  # tests only (VIDSIFT_TEST_FAULT); the Ray task applies it before this
     _check_file(path)
     facts = container_facts(path)
+    from . import decoders
+
+    reason = decoders.decord_reason(config, gpu_probe or decoders.DEFAULT_PROBE)
+    if reason is None:
+        return decoders.decode_sampled(path, facts, transform, config, gpu_probe or decoders.DEFAULT_PROBE)
     try:
         reader = _open_decord(path)
         info, starts = probe(reader, path)
@@ -284,7 +290,15 @@ def decode_video(path: str, transform: FrameTransform, config: IndexConfig) -> t
         raise
     if facts.declared_s and info.duration < facts.declared_s - TRUNCATION_TOLERANCE_S:
         _raise_if_truncated(path, facts)
-    indices = plan_frame_indices(starts, info.duration, config.sampling)
+    info = dataclasses.replace(info, decoder="decord", decoder_reason=reason)
+    size = decode_size(transform, info.height, info.width, config.thumbnail_height) if config.decoder_resize else None
+    if size is not None:  # decoder-side resize: frames come out at what the model and the thumbnail need
+        reader = _open_decord(path, size)
+    keyframes = None
+    if config.sampling.keyframes:
+        keyframes = np.zeros(len(starts), dtype=bool)
+        keyframes[np.asarray(reader.get_key_indices(), dtype=np.int64)] = True
+    indices = plan_frame_indices(starts, info.duration, config.sampling, keyframes=keyframes)
     return info, _truncation_checked(path, facts, iter_frame_chunks(reader, info, indices, starts, transform, config))
 
 

@@ -1,6 +1,10 @@
 """Errors a user sees: each names the file, the stage and the cause in one sentence."""
 from __future__ import annotations
 
+# Exit statuses of a command, shared by the CLI, the reports' "exit_status" fields and the docs:
+# done, failed, bad arguments, done with some inputs failed (recorded) / problems found.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
 
 class VideoError(Exception):
     """A single video could not be processed; the job records it and carries on."""

@@ -406,20 +406,27 @@ def _reliability(pairs: list[tuple[float, bool]], bins: int = 10) -> dict:
 def open_set_classification(store: VideoStore, encoder, videos: list[dict], calibration,
                             labels: list[str] | None = None, templates: list[str] | None = None,
                             small_sets: int = 3, seed: int = 0) -> dict:
-    """Each video classified from its stored segment vectors, as `vidsift classify` does a clip:
-    against the label set without its labels ("none" is right), against the whole set (the label
-    answered, and the most probable label as before), and, for videos of several scenes, whether
-    every label they show matches."""
+    """Each video classified from its stored segment vectors and clip vector, decided as `vidsift
+    classify` decides a clip (``pipeline.classify``): "none" when no segment shows one of the set's
+    labels (``Calibration.set_confidences`` over the classifier's label vectors, > 0.5), else CLIP's
+    top-1. Against the label set without its labels ("none" is right), against the whole set (the
+    label answered, and the most probable label as before), and, for videos of several scenes,
+    whether every label they show matches."""
     from .classify import ZeroShotClassifier, open_set_answer
 
     labels = labels or all_labels()
     suffix = encoder.spec.table_suffix
     rows = {r["path"]: r for r in store.video_rows(suffix, ["video_id", "path", "vector"])}
     classifier = ZeroShotClassifier(encoder, labels, templates)
+    vectors = classifier.label_vectors
     table = store.segments_table(suffix)
     rng = np.random.default_rng(seed)
-    none_full, none_small, top1, top1_before, multi_all = (SplitTally(), SplitTally(), SplitTally(), SplitTally(),
-                                                          Tally())
+    none_full, none_small, top1, top1_before = SplitTally(), SplitTally(), SplitTally(), SplitTally()
+    multi_all = Tally()
+
+    def shows_one_of(indices, segs) -> bool:
+        return bool(calibration.set_confidences([labels[i] for i in indices], vectors[indices], segs).max() > 0.5)
+
     for video in videos:
         row = rows.get(video["abspath"])
         if row is None:
@@ -429,22 +436,22 @@ def open_set_classification(store: VideoStore, encoder, videos: list[dict], cali
                           dtype=np.float32).reshape(seg.num_rows, -1)
         if not len(segs):
             continue
-        matrix = calibration.confidence_matrix(labels, classifier.label_vectors, segs)  # (labels, segments)
-        best = dict(zip(labels, matrix.max(axis=1)))
+        matrix = calibration.confidence_matrix(labels, vectors, segs)  # (labels, segments)
         truth = sorted({s["label"] for s in video["scenes"]})
-        probs = classifier.probabilities(np.asarray(row["vector"], dtype=np.float32))[0]
         if len(truth) == 1:
             label = truth[0]
-            others = [i for i, lab in enumerate(labels) if lab != label]
-            none_full.add(label, not any(best[labels[i]] > 0.5 for i in others))
+            others = [i for i, name in enumerate(labels) if name != label]
+            none_full.add(label, not shows_one_of(others, segs))
             for _ in range(small_sets):
-                picked = rng.choice(others, size=int(rng.integers(2, 6)), replace=False)
-                none_small.add(label, not any(best[labels[i]] > 0.5 for i in picked))
-            answer, _ = open_set_answer(labels, probs, list(classifier.probabilities(segs)), matrix)
+                picked = [int(i) for i in rng.choice(others, size=int(rng.integers(2, 6)), replace=False)]
+                none_small.add(label, not shows_one_of(picked, segs))
+            probs = classifier.probabilities(np.asarray(row["vector"], dtype=np.float32))[0]
+            answer, _ = open_set_answer(labels, probs, list(classifier.probabilities(segs)), matrix,
+                                        calibration.set_confidences(labels, vectors, segs))
             top1.add(label, answer == label)
             top1_before.add(label, labels[int(np.argmax(probs))] == label)
         else:
-            multi_all.add(all(best.get(t, 0.0) > 0.5 for t in truth))
+            multi_all.add(all(t in labels and matrix[labels.index(t)].max() > 0.5 for t in truth))
     return {"none_without_true_label": none_full.to_dict(), "none_small_sets_without_true_label": none_small.to_dict(),
             "top1_with_none": top1.to_dict(), "top1_before": top1_before.to_dict(),
             "multi_scene_all_labels_match": multi_all.to_dict()}

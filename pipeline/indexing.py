@@ -1,8 +1,10 @@
 """One video through the pipeline (file -> frames -> vectors -> segments -> record), and the
 bookkeeping every indexing job shares: what to skip, buffered writes, failures, the final report.
 
-The Ray job in ``workers/`` distributes exactly these steps; ``index_sequential`` runs them in one
-process (used by the app for single uploads and by tests of the domain without Ray).
+Both runners apply exactly these steps to a video (``process_video`` / ``run_video``): the local
+pipeline (``pipeline.local_run``: decoding processes on this machine, the model in the job's own
+process) and the Ray job (``workers/``). ``index_sequential`` is the local pipeline for a list of
+paths (the app's uploads and folder indexing, tests).
 """
 from __future__ import annotations
 
@@ -16,15 +18,12 @@ import numpy as np
 
 from .config import IndexConfig
 from .decode import VideoInfo, decode_video
-from .errors import VideoError
+from .errors import EXIT_OK, EXIT_PARTIAL, VideoError
 from .frames import FrameTransform
 from .segments import build_segments, mean_pool
-from .sources import VideoFile, identify
+from .sources import VideoFile
 from .staging import StagedVideo, StagingTarget, stage_record
 from .store import Failure, FrameRows, SegmentRow, VideoRecord, VideoStore
-
-# Exit statuses of an indexing run, shared by the CLI and the docs.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 
 def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vectors: np.ndarray,
@@ -134,6 +133,8 @@ class JobReport:
     ann_index: str | None = None
     startup_s: float | None = None  # until the first embedded frames came back: Ray, model loading
     frames_at_startup: int = 0
+    runner: str | None = None  # which runner did the work: "local" (pipeline.local_run) or "ray"
+    runner_reason: str | None = None  # why the command chose it
     started: float = field(default_factory=time.monotonic, repr=False)
 
     @property
@@ -160,7 +161,7 @@ class JobReport:
             "failed": len(self.failures), "frames": self.frames, "seconds": round(self.seconds, 3),
             "startup_seconds": None if self.startup_s is None else round(self.startup_s, 3),
             "steady_fps": None if self.steady_fps is None else round(self.steady_fps, 2),
-            "ann_index": self.ann_index,
+            "ann_index": self.ann_index, "runner": self.runner, "runner_reason": self.runner_reason,
             "failures": [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in self.failures],
             "exit_status": self.exit_status,
         }
@@ -175,6 +176,7 @@ class WorkItem:
     size_bytes: int
     mtime_ns: int
     stored_id: str | None = None
+    tags: tuple[str, ...] = ()  # stored on the video's rows
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,8 @@ class Unchanged:
     mtime_ns: int
 
 
-def plan_listing(listed: Iterable, known: dict[str, dict], report: JobReport) -> list[WorkItem]:
+def plan_listing(listed: Iterable, known: dict[str, dict], report: JobReport,
+                 tags: tuple[str, ...] = ()) -> list[WorkItem]:
     """The listed files (``pipeline.storage.ListedFile``) that need work, decided without reading
     any of them: a file whose path, size and mtime match a stored video is done. Identity (a hash
     of the bytes) is left to the worker that reads them anyway (``process_video``)."""
@@ -205,7 +208,7 @@ def plan_listing(listed: Iterable, known: dict[str, dict], report: JobReport) ->
             report.skipped += 1
         else:
             todo.append(WorkItem(listed_file.path, listed_file.size_bytes, listed_file.mtime_ns,
-                                 row["video_id"] if row else None))
+                                 row["video_id"] if row else None, tuple(tags)))
     return todo
 
 
@@ -228,104 +231,65 @@ def process_video(item: WorkItem, encode: Callable[[np.ndarray], Callable[[], np
             embedded = embed_chunks(local, info, chunks, encode, batch_size)
             video = VideoFile(path=item.path, video_id=video_id, size_bytes=item.size_bytes, mtime_ns=item.mtime_ns)
             record = assemble_record(video, info, embedded.times, embedded.vectors, embedded.thumbnails, config,
-                                     target.model_key, local_path=local)
+                                     target.model_key, tags=item.tags, local_path=local)
         except VideoError as exc:
             raise VideoError(item.path, exc.stage, exc.reason) from None
         yield stage_record(record, target)
 
 
-def plan_work(writer: "RecordWriter", paths: Iterable[str]) -> list[VideoFile]:
-    """Identify every file; drop those already indexed with this model (same content) and repeats.
-    Unreadable files become failures here (through the writer), before any decoding. Videos new to
-    the store (neither their content nor their path is stored) are marked for the writer, which
-    appends their rows instead of merging them."""
-    store, suffix, report = writer.store, writer.suffix, writer.report
-    known = store.indexed_files(suffix)
-    done_ids = {row["video_id"] for row in known.values()}
-    todo: list[VideoFile] = []
-    seen: set[str] = set()
-    for path in paths:
-        report.total += 1
-        try:
-            video = identify(path, known)
-        except OSError as exc:
-            writer.fail(path, "read", exc.strerror or str(exc))
-            continue
-        if video.video_id in done_ids and known.get(path, {}).get("video_id") in (None, video.video_id):
-            report.skipped += 1
-        elif video.video_id in seen:
-            report.skipped += 1  # same bytes twice in this run: index once
+@dataclass(frozen=True)
+class Failed:
+    """The video cannot be indexed (bad input, not a crash): recorded, never retried."""
+
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ArchiveFailed:
+    """The archive cannot take this video's rows (disk full, read-only...): not the video's fault,
+    and no other video's rows would fit either, so the job stops. ``reason``: the cause in words,
+    without the database's name (the job adds it)."""
+
+    reason: str
+
+
+def run_video(item: WorkItem, encode: Callable[[np.ndarray], Callable[[], np.ndarray]], preprocess_cfg: dict,
+              config: IndexConfig, target: StagingTarget, batch_size: int = 64,
+              scratch_dir: str | None = None) -> Iterator[Probed | Unchanged | StagedVideo | Failed | ArchiveFailed]:
+    """``process_video`` as a runner's worker calls it: the test faults first (``pipeline.faults``),
+    and every way the video can end as a message (a crash of the process, which decord can cause
+    in native code, is for the runner to see). Bad input is ``Failed``; a storage failure writing
+    its fragments is ``ArchiveFailed``."""
+    from . import faults
+
+    faults.inject(item.path)
+    try:
+        yield from process_video(item, encode, preprocess_cfg, config, target, batch_size, scratch_dir)
+    except VideoError as exc:
+        yield Failed(exc.stage, exc.reason)
+    except Exception as exc:  # noqa: BLE001 - one file never stops the job
+        from .store import write_failure
+
+        archive = write_failure(target.segments_uri, exc)
+        if archive is not None:  # writing its fragments failed for a reason of the storage's own
+            yield ArchiveFailed(str(archive).removeprefix(f"{target.segments_uri}: "))
         else:
-            seen.add(video.video_id)
-            todo.append(video)
-    fresh = [v for v in todo if v.video_id not in done_ids and v.path not in known]
-    if fresh:
-        store.delete_unfinished(suffix, [v.video_id for v in fresh], [v.path for v in fresh])
-    writer.new_ids = {v.video_id for v in fresh}
-    return todo
-
-
-class RecordWriter:
-    """Buffers finished videos and writes them in batches: one LanceDB commit per batch, not per
-    video, so thousands of videos do not leave thousands of tiny fragments."""
-
-    def __init__(self, store: VideoStore, model_key: str, suffix: str, report: JobReport,
-                 every_videos: int = 32, every_seconds: float = 10.0):
-        self.store, self.model_key, self.suffix, self.report = store, model_key, suffix, report
-        self.every_videos, self.every_seconds = every_videos, every_seconds
-        self.records: list[VideoRecord] = []
-        self.failures: list[Failure] = []
-        self.new_ids: set[str] = set()  # videos known to be absent from the store (plan_work)
-        self.last_flush = time.monotonic()
-
-    def add(self, record: VideoRecord) -> None:
-        self.records.append(record)
-        self.report.indexed += 1
-        self.report.frames += record.n_frames
-        self._maybe_flush()
-
-    def fail(self, path: str, stage: str, reason: str) -> None:
-        failure = Failure(path, stage, reason)
-        self.failures.append(failure)
-        self.report.failures.append(failure)
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        if (len(self.records) >= self.every_videos
-                or time.monotonic() - self.last_flush >= self.every_seconds):
-            self.flush()
-
-    def flush(self) -> None:
-        self.store.write_videos(self.model_key, self.suffix, self.records, self.new_ids)
-        self.store.record_failures(self.model_key, self.failures)
-        self.records, self.failures = [], []
-        self.last_flush = time.monotonic()
+            first = (str(exc).strip().splitlines() or [""])[0]
+            yield Failed("index", f"{type(exc).__name__}: {first}"[:300])
 
 
 def index_sequential(store: VideoStore, encoder, paths: list[str], config: IndexConfig,
                      tags: tuple[str, ...] = (), on_progress: Callable[[int, int], None] | None = None
                      ) -> JobReport:
-    """Index ``paths`` in this process, one video after another."""
-    report = JobReport()
-    suffix = encoder.spec.table_suffix
-    with store.exclusive_writer():
-        writer = RecordWriter(store, encoder.model_key, suffix, report)
-        todo = plan_work(writer, paths)
-        try:
-            for done, video in enumerate(todo, 1):
-                try:
-                    embedded = embed_video(video.path, encoder, config)
-                    report.mark_startup(report.frames + len(embedded.times))
-                    writer.add(assemble_record(video, embedded.info, embedded.times, embedded.vectors,
-                                               embedded.thumbnails, config, encoder.model_key, tags))
-                except VideoError as exc:
-                    writer.fail(exc.path, exc.stage, exc.reason)
-                if on_progress:
-                    on_progress(done, len(todo))
-        finally:
-            writer.flush()  # interrupted or not, finished videos are stored
-    report.seconds = time.monotonic() - report.started
-    return report
+    """Index local ``paths`` with a loaded ``encoder`` through the local pipeline
+    (``pipeline.local_run``): the same write path, skip rules, failure records and ANN upkeep as
+    `vidsift index`, so an upload stores the rows the CLI would. ``on_progress(done, total)``
+    after each finished video."""
+    from .local_run import LocalOptions, index_paths  # local_run builds on this module
+
+    return index_paths(store, encoder, paths, config, LocalOptions(progress=False), tags=tags,
+                       on_progress=on_progress)
 
 
 @dataclass

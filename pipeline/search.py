@@ -2,13 +2,17 @@
 it shows what the text describes (``pipeline.confidence``)."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputError
-from .store import VideoStore, sql_in
+
+if TYPE_CHECKING:  # the store (pyarrow, LanceDB) loads with the first search, not with this module:
+    from .store import VideoStore  # a bad example file is refused before either loads
 
 MAX_K = 10_000
 
@@ -103,6 +107,8 @@ def query_scored(store: VideoStore, suffix: str, vector: np.ndarray, rows: list[
 def segment_vectors(store: VideoStore, suffix: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
     """The stored (mean-pooled) vectors of segments by (video id, segment index), read through the
     video_id B-tree that comes with the ANN index (a few milliseconds for a page of hits)."""
+    from .store import sql_in
+
     table = store.segments_table(suffix)
     wanted = set(keys)
     if table is None or not wanted:
@@ -207,6 +213,69 @@ def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: 
                          calibration=calibration if confidence else None)
 
 
+# ---- search by example (an image or a clip) -----------------------------------------------------
+# The app and the CLI search by example through these: an image is embedded exactly as an indexed
+# frame (``FrameTransform`` + ``encode_pixels``), a clip exactly as an indexed video is
+# (``embed_video``), then mean-pooled as a one-segment video. Its hits carry no confidence: the
+# calibration (``pipeline.confidence``) weighs a *text* against rival descriptions, and an example
+# has no words to weigh.
+
+def read_image(path: str) -> np.ndarray:
+    """An example image file as uint8 RGB (H, W, 3). A missing or undecodable file is one
+    ``VideoError`` line naming it (the same shape as a bad ``--clip``'s), found before any model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .errors import VideoError
+
+    if not os.path.exists(path):
+        raise VideoError(path, "open", "file does not exist")
+    if not os.path.isfile(path):
+        raise VideoError(path, "open", "not a regular file")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise VideoError(path, "open", "not an image (no image format recognised)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise VideoError(path, "open", f"the image does not decode: {str(exc).splitlines()[0][:200]}") from None
+
+
+def image_vector(encoder, pixels) -> np.ndarray:
+    """The vector of one example image (uint8 grey, RGB or RGBA array), embedded as an indexed frame."""
+    from .frames import FrameTransform
+
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or min(pixels.shape[:2]) < 2:
+        raise InputError(f"The example image has an unusable shape {pixels.shape}.")
+    pixels = np.ascontiguousarray(pixels[..., :3].astype(np.uint8))
+    squares, _ = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)(pixels[None])
+    return encoder.encode_pixels(squares)[0]
+
+
+def check_clip(path: str) -> None:
+    """Refuse a clip that is missing or no video (``VideoError``, one line naming it), cheaply:
+    before the model loads."""
+    from .decode import open_video, probe
+
+    probe(open_video(path), path)
+
+
+def clip_vector(encoder, path: str, config=None) -> np.ndarray:
+    """A clip's pooled vector: its frames sampled and embedded as indexing does (``config``: an
+    ``IndexConfig``, 1 frame/s by default), mean-pooled as a one-segment video."""
+    from .config import IndexConfig
+    from .errors import VideoError
+    from .indexing import embed_video
+    from .segments import mean_pool
+
+    embedded = embed_video(path, encoder, config or IndexConfig())
+    if len(embedded.vectors) == 0:
+        raise VideoError(path, "decode", "no frame of the clip decoded")
+    return mean_pool(np.asarray(embedded.vectors, dtype=np.float32))
+
+
 # ---- what `vidsift search` prints ---------------------------------------------------------------
 
 def visible_hits(hits: list[SearchHit], matches_only: bool = False) -> list[SearchHit]:
@@ -214,8 +283,9 @@ def visible_hits(hits: list[SearchHit], matches_only: bool = False) -> list[Sear
     return [h for h in hits if h.match] if matches_only else list(hits)
 
 
-def search_report(query: str, model_key: str, hits: list[SearchHit], calibration=None,
-                  matches_only: bool = False, thumbnail_dir: str | None = None) -> tuple[dict, str]:
+def search_report(query: str | None, model_key: str, hits: list[SearchHit], calibration=None,
+                  matches_only: bool = False, thumbnail_dir: str | None = None,
+                  example: dict | None = None) -> tuple[dict, str]:
     """`vidsift search`'s output: the ``--json`` payload and the human text.
 
     JSON: ``query``, ``model``, ``results`` (each hit's fields, with ``match`` and ``confidence``;
@@ -224,6 +294,10 @@ def search_report(query: str, model_key: str, hits: list[SearchHit], calibration
     or ``weak``; when nothing matches, a first line ``no match for "<query>"`` and the closest
     segments, weak (``matches_only`` drops every weak result); a last line says when the
     calibration is not one fitted on this archive.
+
+    A search by example (``example``: ``{"kind": "image"|"clip", "path": ...}``, added to the JSON)
+    has the same fields with ``query`` null, and ``matches``, ``calibration`` and each result's
+    ``confidence``/``match`` null: nothing says whether a segment "is" an example, only how close it is.
     """
     shown = visible_hits(hits, matches_only)
     results = [hit.to_dict() for hit in shown]
@@ -237,7 +311,9 @@ def search_report(query: str, model_key: str, hits: list[SearchHit], calibration
     described = calibration.describe() if calibration is not None else None
     payload = {"query": query, "model": model_key, "results": results,
                "matches": sum(1 for h in shown if h.match), "calibration": described}
-    return payload, format_search(query, hits, described, matches_only)
+    if example is not None:
+        payload.update(query=None, example=dict(example), matches=None, calibration=None)
+    return payload, format_search(query or "", hits, described, matches_only)
 
 
 def format_search(query: str, hits: list[SearchHit], calibration: dict | None = None,

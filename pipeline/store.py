@@ -1,7 +1,8 @@
 """The LanceDB store: one table of segments and one of videos per model, plus failures.
 
 Vectors of different models never mix: every model key (name + weights) gets its own pair of
-tables, named after it, and a small ``models`` table says which key each pair belongs to. Writes
+tables, named after it, and a small ``models`` table says which key each pair belongs to, how to
+load its weights again and which model is the archive's default (``pipeline.archive_models``). Writes
 are done by one process (the job's driver): concurrent ``merge_insert`` of new keys can duplicate
 rows (lance#4585), and one writer keeps every batch one atomic commit per table.
 """
@@ -12,6 +13,7 @@ import datetime as dt
 import errno
 import functools
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import interrupts
+from .archive_models import ArchiveModel, default_model, pretrained_from_key
 from .catalog import CATALOG_COLUMNS, SegmentCatalog, table_has_vector_index
 from .lock import WRITER_LOCK, write_error  # noqa: F401 - WRITER_LOCK: the lock file, inside a local database
 
@@ -95,6 +98,10 @@ MODELS_SCHEMA = pa.schema([
     pa.field("suffix", pa.string(), nullable=False),
     pa.field("model", pa.string()),
     pa.field("dim", pa.int32()),
+    # Added after the first release: what loads the weights again, and the archive's default
+    # (``pipeline.archive_models``); older archives get them on their next write.
+    pa.field("pretrained", pa.string()),
+    pa.field("is_default", pa.bool_()),
 ])
 
 
@@ -368,6 +375,9 @@ class VideoStore:
         with self._reaching():
             self.db = lancedb.connect(uri, storage_options=storage_options)
         self._catalogs: dict[str, SegmentCatalog] = {}  # per model suffix, see ``search_segments``
+        self._weights_given: dict[str, str] = {}  # model key -> pretrained, see ``remember_spec``
+        self._registered: set[str] = set()  # suffixes this store has registered (or found registered)
+        self._models_cache: tuple[int, list[ArchiveModel]] | None = None  # (models table version, models)
 
     @contextlib.contextmanager
     def exclusive_writer(self):
@@ -442,12 +452,45 @@ class VideoStore:
     def frames_table_name(suffix: str) -> str:
         return f"frames_{suffix}"
 
-    @_writes
-    def register_model(self, model_key: str, suffix: str, dim: int) -> None:
+    def remember_spec(self, spec) -> None:
+        """Note how ``spec``'s weights are loaded, so that registering its key records it: a
+        checkpoint's key holds its content hash, not its path (``pipeline.archive_models``)."""
+        self._weights_given[spec.key] = os.path.abspath(spec.pretrained) if spec.is_local_file else spec.pretrained
+
+    def _models_for_write(self):
+        """The ``models`` table, with the columns of this version (an older archive's gain them:
+        nullable, so its rows read as before)."""
         table = self._open_or_create(MODELS_TABLE, MODELS_SCHEMA)
-        if table.count_rows(f"suffix = {sql_str(suffix)}") == 0:
-            table.add(pa.Table.from_pylist([{"suffix": suffix, "model": model_key, "dim": dim}],
-                                           schema=MODELS_SCHEMA))
+        missing = [f for f in MODELS_SCHEMA if f.name not in table.schema.names]
+        if missing:
+            try:
+                table.add_columns(missing)
+            except Exception:  # noqa: BLE001 - another process migrated it at the same moment
+                table = self._open(MODELS_TABLE)
+                if any(f.name not in table.schema.names for f in MODELS_SCHEMA):
+                    raise
+        return table
+
+    @_writes
+    def register_model(self, model_key: str, suffix: str, dim: int, pretrained: str | None = None) -> None:
+        """Record a model before its first rows are written. The first model of an archive becomes
+        its default; adding a second to an archive from before defaults were kept marks the one it
+        had, so that the app serving it goes on serving it."""
+        if suffix not in self._registered:
+            if pretrained is None:
+                pretrained = self._weights_given.get(model_key, pretrained_from_key(model_key))
+            table = self._models_for_write()
+            rows = table.to_arrow().to_pylist()
+            known = next((r for r in rows if r["suffix"] == suffix), None)
+            if known is None:
+                if len(rows) == 1 and not rows[0].get("is_default"):
+                    table.update(where=f"suffix = {sql_str(rows[0]['suffix'])}", values={"is_default": True})
+                table.add(pa.Table.from_pylist([{"suffix": suffix, "model": model_key, "dim": dim,
+                                                 "pretrained": pretrained, "is_default": not rows}],
+                                               schema=MODELS_SCHEMA))
+            elif known.get("pretrained") is None and pretrained is not None:  # a checkpoint's path, learnt now
+                table.update(where=f"suffix = {sql_str(suffix)}", values={"pretrained": pretrained})
+            self._registered.add(suffix)
         existing = self._open(self.videos_table_name(suffix))
         if existing is not None:
             stored_dim = existing.schema.field("vector").type.list_size
@@ -457,6 +500,33 @@ class VideoStore:
     def models(self) -> list[dict]:
         table = self._open(MODELS_TABLE)
         return table.to_arrow().to_pylist() if table is not None else []
+
+    def archive_models(self) -> list[ArchiveModel]:
+        """The archive's models (``pipeline.archive_models``), read again only when the table has
+        changed: a server asks before every search (opening the table to see its version costs
+        well under a millisecond, reading it several)."""
+        table = self._open(MODELS_TABLE)
+        if table is None:
+            return []
+        cached, version = self._models_cache, table.version
+        if cached is None or cached[0] != version:
+            rows = table.to_arrow().to_pylist()
+            # In a stable order (an update rewrites the rows it changes at the table's end).
+            models = sorted((ArchiveModel.from_row(r) for r in rows), key=lambda m: (m.key.casefold(), m.suffix))
+            cached = self._models_cache = (version, models)
+        return list(cached[1])
+
+    def default_model(self) -> ArchiveModel | None:
+        """The model used when none is named (see ``archive_models.default_model``)."""
+        return default_model(self.archive_models(), where=self.uri)
+
+    @_writes
+    def set_default(self, suffix: str) -> None:
+        """Make the model of ``suffix`` the archive's default: one commit, so a reader sees the old
+        default or the new one, never none or two."""
+        if suffix not in {m.suffix for m in self.archive_models()}:
+            raise ValueError(f"no model with table suffix {suffix!r} in {self.uri}")
+        self._models_for_write().update(values_sql={"is_default": f"suffix = {sql_str(suffix)}"})
 
     def segments_table(self, suffix: str, dim: int | None = None):
         name = self.segments_table_name(suffix)
@@ -727,19 +797,26 @@ class VideoStore:
 
     # ---- summaries -------------------------------------------------------------------------
     def summary(self) -> list[dict]:
+        """Each model: its key (``model``), name, weights, what loads them (``pretrained``; None
+        for a checkpoint whose path is not recorded), dimension, videos, segments, ANN index, last
+        indexed, and whether it is the default (the marked one, or the only one)."""
         out = []
-        for model in self.models():
-            videos = self.videos_table(model["suffix"])
-            segments = self.segments_table(model["suffix"])
+        models = self.archive_models()
+        marked = any(m.is_default for m in models)
+        for model in models:
+            videos = self.videos_table(model.suffix)
+            segments = self.segments_table(model.suffix)
             last = None
             if videos is not None and videos.count_rows():
                 last = max(videos.to_lance().to_table(columns=["indexed_at"]).column(0).to_pylist())
             out.append({
-                "model": model["model"], "dim": model["dim"],
+                "model": model.key, "name": model.name, "weights": model.weights, "pretrained": model.pretrained,
+                "dim": model.dim,
                 "videos": videos.count_rows() if videos is not None else 0,
                 "segments": segments.count_rows() if segments is not None else 0,
-                "ann_index": self.has_vector_index(model["suffix"]),
+                "ann_index": self.has_vector_index(model.suffix),
                 "last_indexed": last.isoformat() if last else None,
+                "default": model.is_default if marked else len(models) == 1,
             })
         return out
 

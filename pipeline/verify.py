@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .errors import EXIT_OK, EXIT_PARTIAL
 from .store import VideoStore, sql_in
 
 NORM_TOLERANCE = 1e-3
@@ -58,7 +59,7 @@ class VerifyReport:
 
     @property
     def exit_status(self) -> int:
-        return 3 if self.remaining else 0
+        return EXIT_PARTIAL if self.remaining else EXIT_OK
 
     def to_dict(self) -> dict:
         return {"db": self.db, "models": self.models, "problems": [asdict(p) for p in self.problems],

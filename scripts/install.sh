@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs vidsift and everything it needs on a fresh Debian machine (run as root or with sudo):
 # system packages, then a Python 3.11 virtual environment at .venv with vidsift in editable mode.
+# `--tests` adds what the test suite needs: the `test` extra (pytest, Playwright, moto) and the
+# `families` extra (transformers: SigLIP's tokenizers), which the demo does not need (with it,
+# every `import open_clip` also imports transformers: about 2.5 s more per command here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,5 +19,7 @@ PY=$(command -v python3.11 || command -v python3)
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch 2.14.1 / torchvision 0.29.1 are pinned through pyproject's upper bounds.
-.venv/bin/python -m pip install -q -e '.[test]'
+EXTRAS=""
+[ "${1:-}" = "--tests" ] && EXTRAS="[test,families]"
+.venv/bin/python -m pip install -q -e ".${EXTRAS}"
 echo "vidsift installed in $(pwd)/.venv"

@@ -7,6 +7,7 @@ classification that are right) use the bundled shapes-tiny model.
 """
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -491,12 +492,15 @@ def test_bad_uploads_leave_the_archive_untouched(server, client, tmp_path):
     assert sorted(server.config.uploads_dir.rglob("*.mp4")) == [p for p in uploads_before if p.suffix == ".mp4"]
 
 
-def test_vidsift_app_command_prints_its_url_and_listens_on_loopback(server):
+def test_vidsift_app_command_prints_its_url_and_listens_on_loopback(server, tmp_path):
+    """It also announces itself (for `vidsift search` to ask it) once its model is loaded, and
+    withdraws the announcement when stopped."""
     port = free_port()
+    runtime = tmp_path / "runtime"
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--db", str(server.db), "--model", "ViT-B-32",
                              "--pretrained", "none", "--port", str(port), "--allow-dir", str(server.archive)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "VIDSIFT_RUNTIME_DIR": str(runtime)})
     try:
         deadline, line = time.monotonic() + 90, ""
         while "vidsift app: serving" not in line and time.monotonic() < deadline:
@@ -506,8 +510,14 @@ def test_vidsift_app_command_prints_its_url_and_listens_on_loopback(server):
                 break  # exited
         assert f"http://127.0.0.1:{port}/" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+        deadline = time.monotonic() + 300
+        while not list(runtime.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (announcement,) = runtime.glob("*.json")
+        assert json.loads(announcement.read_text())["url"] == f"http://127.0.0.1:{port}"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+        assert not announcement.exists()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -558,3 +568,102 @@ def test_shapes_tiny_text_search_and_classification_are_right(tmp_path_factory):
         assert "None of these labels" in demo.vidsift_service.verdict_html(result)
     finally:
         demo.close()
+
+
+# ---- the archive's models: served without --model, a second one indexed meanwhile, switched ------
+def test_the_app_serves_the_archives_model_and_switches_without_downtime(tmp_path_factory):
+    """`vidsift app` without --model serves the model the archive was indexed with. Another process
+    indexes a second model into the same archive meanwhile: its own tables, and every search
+    meanwhile answers with the first. The Library switches in one call, `vidsift models --default`
+    from the shell; the running app follows either on its next search."""
+    from app.cli import main
+    from models.encoder import ClipEncoder
+    from models.spec import resolve_spec
+    from pipeline.indexing import index_sequential
+    from pipeline.store import VideoStore
+
+    base = tmp_path_factory.mktemp("models")
+    pairs = [("blue", "square"), ("red", "star"), ("yellow", "triangle"), ("white", "circle")]
+    make_video(base / "archive" / "four.mp4", fps=10, durations=(2.0,) * 4, pairs=pairs, size=(320, 240))
+    db = base / "db.lance"
+    tiny = ClipEncoder.from_spec(resolve_spec("shapes-tiny"))
+    assert index_sequential(VideoStore(str(db)), tiny, [str(base / "archive" / "four.mp4")], INDEX).indexed == 1
+    demo, url, config = start_server(tmp_path_factory, db, None, None)  # no --model
+    try:
+        service = demo.vidsift_service
+        assert config.spec is None and service.spec.key == tiny.model_key
+        client = Client(url, verbose=False, download_files=str(base / "downloads"))
+
+        def best() -> tuple[str, float]:
+            _, answer = client.predict(query="a red star", k=1, api_name="/search")
+            return answer["model"], answer["results"][0]["start"]
+
+        assert best() == (tiny.model_key, 2.0)
+
+        job = subprocess.Popen([sys.executable, "-m", "app.cli", "index", str(base / "archive"), "--db", str(db),
+                                "--model", "shapes-tiny", "--pretrained", "none", "--no-ray", "--segments", "fixed",
+                                "--window", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        during = []
+        while job.poll() is None:
+            during.append(best())
+            time.sleep(0.3)
+        assert job.returncode == 0, job.stderr.read()
+        assert during and set(during) == {(tiny.model_key, 2.0)}, during
+        assert best() == (tiny.model_key, 2.0)  # indexed, not served: the default did not change
+
+        table, switch = service.models_view()
+        assert switch["choices"] == [tiny.model_key, "shapes-tiny|random"] and switch["value"] == tiny.model_key
+        assert table[["served", "model", "weights", "videos", "progress"]].values.tolist() == [
+            ["●", "shapes-tiny", tiny.model_key.split("|")[1], 1, "100% of 1 videos"],
+            ["", "shapes-tiny", "random", 1, "100% of 1 videos"]]
+
+        assert client.predict("shapes-tiny|random", api_name="/switch_model") == "shapes-tiny|random"
+        assert best()[0] == "shapes-tiny|random"
+        assert VideoStore(str(db)).default_model().key == "shapes-tiny|random"
+        header, *_ = service.refresh()
+        assert "shapes-tiny|random" in header
+
+        assert main(["models", "--db", str(db), "--default", tiny.model_key]) == 0  # from the shell
+        assert best() == (tiny.model_key, 2.0)
+        with pytest.raises(AppError, match="no model 'RN50'"):
+            client.predict("RN50", api_name="/switch_model")
+    finally:
+        demo.close()
+
+
+def test_a_storage_failure_is_one_clear_message(server, monkeypatch, tmp_path, caplog):
+    """A full or read-only disk while adding to the archive: the page says so, naming the database."""
+    import errno
+
+    import gradio as gr
+
+    from pipeline.lock import write_error
+
+    def full(*args, **kwargs):
+        raise write_error(str(server.db), OSError(errno.ENOSPC, "No space left on device"))
+
+    monkeypatch.setattr("pipeline.indexing.index_sequential", full)
+    clip = tmp_path / "clip.mp4"
+    make_video(clip, fps=10, durations=(2.0,))
+    with pytest.raises(gr.Error) as raised:
+        server.service.add_to_archive(str(clip), ["x"], progress=lambda *a, **k: None)
+    assert raised.value.title == "Adding to the archive failed"
+    assert raised.value.message == (f"Adding to the archive failed: {server.db}: cannot write the database: the disk "
+                                    "is full (no space left on device)")  # not a bug's "StoreWriteError: ..."
+    assert not [r for r in caplog.records if r.exc_info]  # nor logged with a traceback, as a bug is
+
+
+def test_library_shows_when_each_folder_was_last_scanned(server):
+    """`vidsift index` and `--watch` record each folder's scan in the archive; the Library says when."""
+    import datetime as dt
+
+    from pipeline.scans import ScanCounts, record_scan
+
+    service = server.service
+    before, _, _ = service.library()
+    assert "last scanned" not in before
+    at = dt.datetime(2026, 12, 1, 20, 0, 5, tzinfo=dt.timezone.utc)
+    record_scan(service.store, str(server.archive), service.spec.key, ScanCounts(added=2, removed=1), "watch", at=at)
+    summary, _, _ = service.library()
+    assert (f"- folder `{server.archive}` last scanned 2026-12-01T20:00:05+00:00 (watch: 2 added, 0 changed, "
+            "1 removed, 0 failed)") in summary

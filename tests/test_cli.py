@@ -1,4 +1,5 @@
-"""The four core commands through the real `vidsift` CLI in subprocesses; indexing on local Ray."""
+"""The four core commands through the real `vidsift` CLI in subprocesses; indexing on local Ray
+(`--address local`) against the default in-process pipeline."""
 import json
 import os
 import shutil
@@ -31,8 +32,10 @@ def messy_folder(tmp_path_factory, small_archive):
 
 def test_index_on_local_ray_records_failures_and_resumes(tmp_path, messy_folder):
     db = tmp_path / "db"
-    result = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--segments", "fixed", "--json")
+    result = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--segments", "fixed", "--json",
+                     "--address", "local")
     assert result.returncode == 3, result.stderr  # completed with failures
+    assert json.loads(result.stdout)["runner"] == "ray"
     report = json.loads(result.stdout)
     assert (report["total"], report["indexed"], report["failed"]) == (7, 4, 3)
     reasons = {f["path"].rsplit("/", 1)[-1]: f for f in report["failures"]}
@@ -49,14 +52,15 @@ def test_index_on_local_ray_records_failures_and_resumes(tmp_path, messy_folder)
     assert "truncated.mp4" in human.stdout and "0 bytes" in human.stdout
 
     # Resume: nothing new is decoded; the good videos are skipped, the bad ones fail again.
-    again = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--segments", "fixed", "--json")
+    again = run_cli("index", messy_folder, "--db", db, *RANDOM, "--fps", "2", "--segments", "fixed", "--json",
+                    "--address", "local")
     report = json.loads(again.stdout)
     assert (report["indexed"], report["skipped"], report["failed"]) == (0, 4, 3)
     store = VideoStore(str(db))
     assert store.summary()[0]["segments"] == sum(1 for _ in store.segments_table(
         store.models()[0]["suffix"]).to_arrow().column("segment_id").unique())
 
-    # The Ray job and the in-process path store the same vectors.
+    # The Ray job and the default in-process pipeline store the same vectors.
     local_db = tmp_path / "local"
     local = run_cli("index", messy_folder, "--db", local_db, *RANDOM, "--fps", "2", "--segments", "fixed", "--no-ray", "--json")
     assert local.returncode == 3

@@ -89,6 +89,42 @@ def test_confidence_is_the_query_against_content_free_prompts_and_the_best_rival
     assert matrix[0] == pytest.approx(conf) and matrix[1, 1] > 0.99
 
 
+def test_a_label_set_is_shown_when_its_labels_together_beat_what_is_outside_it():
+    """Two labels the model confuses on a segment each lose to the other's phrase (each one's
+    confidence < 1/2), yet the segment shows one of the set; a rival outside the set still wins."""
+    e = np.eye(6, dtype=np.float32)
+    bank = RivalBank(["blue triangle", "blue star", "purple orange"], e[[2, 3, 4]], "default")
+    calibration = Calibration(logit_scale=50.0, content_free=e[[5]], bank=bank)
+    texts, vectors = ["a blue triangle", "a blue star"], e[[0, 1]]
+    segments = np.array([[0.70, 0.69, 0.75, 0.72, 0.0, 0.1],    # the two labels, confused
+                         [0.30, 0.30, 0.30, 0.30, 0.9, 0.1],    # the outside rival describes it
+                         [0.05, 0.05, 0.05, 0.05, 0.0, 0.99]], dtype=np.float32)  # nothing in particular
+    segments /= np.linalg.norm(segments, axis=1, keepdims=True)
+    per_label = calibration.confidence_matrix(texts, vectors, segments)
+    assert (per_label < 0.5).all()
+    both = calibration.set_confidences(texts, vectors, segments)
+    assert both[0] > 0.99 and both[1] < 0.01 and both[2] < 0.01
+    # one label alone: its own confidence (the other label's phrase is then a rival)
+    assert calibration.set_confidences(texts[:1], vectors[:1], segments) == pytest.approx(per_label[0])
+    assert calibration.set_confidences(["the of"], vectors[:1], segments).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_open_set_decides_only_whether_to_answer_never_which_label():
+    from pipeline.classify import open_set_answer
+
+    labels = ["a", "b", "c"]
+    clip = np.array([0.5, 0.3, 0.2])                          # CLIP's top-1 over the clip: "a"
+    segs = [np.array([0.1, 0.8, 0.1]), np.array([0.2, 0.2, 0.6])]
+    conf = np.array([[0.1, 0.2], [0.3, 0.1], [0.2, 0.9]])     # only "c" matches, in the second segment
+    label, answers = open_set_answer(labels, clip, segs, conf)
+    assert label == "a" and answers == [None, "c"]            # top-1 as before, not the matching label
+    label, answers = open_set_answer(labels, clip, segs, np.full((3, 2), 0.4))
+    assert label is None and answers == [None, None]
+    # the set's confidence per segment, when given, decides instead
+    label, answers = open_set_answer(labels, clip, segs, np.full((3, 2), 0.4), np.array([0.7, 0.2]))
+    assert label == "a" and answers == ["b", None]
+
+
 # ---- shapes-tiny: search ----------------------------------------------------------------------------
 def test_present_labels_match_and_absent_ones_answer_no_match(archive, tiny):
     from pipeline.search import search_text
@@ -162,7 +198,9 @@ def test_classify_answers_none_when_no_label_fits_and_both_labels_of_a_two_scene
     both = classify_clip(tiny, archive.two, ZeroShotClassifier(tiny, all_labels()), config, per_segment=True,
                          calibration=calibration)
     assert {m["label"] for m in both.matches} == {"a purple circle", "an orange square"}, both.matches
-    assert both.label in {"a purple circle", "an orange square"}
+    # The top-level label is CLIP's top-1 over the whole clip, as before open-set (for two scenes, the
+    # blend of both); the scenes' own labels are in matches and in each segment's answer.
+    assert both.label == both.labels[0]["label"]
     assert [seg["label"] for seg in both.segments] == ["a purple circle", "an orange square"]
     # Without a calibration the output is as it was: no label verdict, no confidence.
     plain = classify_clip(tiny, archive.clip, ZeroShotClassifier(tiny, ["a red circle", "a blue square"]), config)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from app.cli import _format_eval
+from app.commands.research import format_eval as _format_eval
 from pipeline.evaluation import _rank_stats, boundary_scores, iou
 from tests.conftest import make_video, run_cli
 

@@ -2,10 +2,11 @@
 through the real `vidsift` command.
 
 One archive serves every case: six small videos plus a symbolic-link loop, a dangling link and a
-truncated AVI. An uninterrupted Ray run gives the reference table; every case below (driver
-SIGINT / SIGTERM / SIGKILL at a random moment, two jobs started at once, a decode worker and the
-embedding actor killed, the disk filling up) must end, after at most one re-run, with exactly that
-table: the same video ids, segment bounds, vectors within 1e-4, no key twice. Jobs are started in
+truncated AVI. An uninterrupted run of the default runner (the local pipeline) gives the reference
+table; every case below, on that runner and on Ray (``--address local``) where Ray has its own
+ways to fail (driver SIGINT / SIGTERM / SIGKILL at a random moment, two jobs started at once, a
+decode worker and the embedding actor killed, the disk filling up), must end, after at most one
+re-run, with exactly that table: the same video ids, segment bounds, vectors within 1e-4, no key twice. Jobs are started in
 their own session and stopped by their PID (what they leave behind by their process group, which
 is theirs); a fault's seed is printed so a failure can be replayed.
 """
@@ -27,6 +28,7 @@ from pipeline.store import VideoStore
 from tests.conftest import REPO, make_video
 
 TINY = ["--model", "shapes-tiny"]
+RAY = ["--address", "local"]  # a fresh local Ray: the Ray job's own code paths
 GOOD = [f"v{i}.mp4" for i in range(6)]
 PAIRS = [("red", "circle"), ("blue", "square"), ("green", "star"), ("yellow", "triangle"), ("white", "circle"),
          ("purple", "square"), ("orange", "star")]
@@ -176,7 +178,7 @@ def rerun_equals_reference(archive, db, work, reference, name="rerun") -> dict:
     return report
 
 
-# ---- the reference run: defects 1, 3 and 8 through the Ray job ------------------------------------
+# ---- the reference run: defects 1, 3 and 8 through the default runner -------------------------------
 def test_bad_inputs_are_recorded_and_a_normal_run_prints_only_its_own_lines(reference):
     """A symlink loop and a dangling link are recorded under the link's own path, next to a
     truncated AVI (a deterministic reason with both durations), and the good videos are indexed;
@@ -189,18 +191,20 @@ def test_bad_inputs_are_recorded_and_a_normal_run_prints_only_its_own_lines(refe
 
 
 # ---- signals ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("signum,to_group,code", [
-    (signal.SIGINT, True, 130),    # Ctrl-C in a terminal: the whole foreground process group
-    (signal.SIGTERM, False, 143),  # kill PID, Kubernetes, Slurm: the driver alone
-    (signal.SIGKILL, False, -9),   # nothing to catch: what is committed stays, the rest is redone
-])
+@pytest.mark.parametrize("signum,to_group,code,runner", [
+    (signal.SIGINT, True, 130, []),    # Ctrl-C in a terminal: the whole foreground process group
+    (signal.SIGTERM, False, 143, []),  # kill PID, Kubernetes, Slurm: the job's process alone
+    (signal.SIGKILL, False, -9, []),   # nothing to catch: what is committed stays, the rest is redone
+    (signal.SIGINT, True, 130, RAY),   # Ray's processes get the Ctrl-C too
+    (signal.SIGTERM, False, 143, RAY),  # Ray's driver aborts on SIGTERM unless told otherwise
+], ids=["SIGINT", "SIGTERM", "SIGKILL", "SIGINT-ray", "SIGTERM-ray"])
 def test_a_driver_stopped_at_a_random_moment_resumes_to_the_same_table(archive, reference, tmp_path, signum,
-                                                                       to_group, code):
+                                                                       to_group, code, runner):
     seed = random.randrange(10**6)
     print(f"seed {seed}")
     delay = random.Random(seed).uniform(0.0, 2.5)
     db = tmp_path / "db"
-    job = Job(archive, db, tmp_path, "--json", env={"VIDSIFT_TEST_FAULT": "hang:v4.mp4"}, name="stopped")
+    job = Job(archive, db, tmp_path, "--json", *runner, env={"VIDSIFT_TEST_FAULT": "hang:v4.mp4"}, name="stopped")
     wait_until(lambda: stored_videos(db) >= 1, job, what="a first committed video")
     time.sleep(delay)  # somewhere among the commits of the others (v4 never finishes)
     (os.killpg if to_group else os.kill)(job.proc.pid, signum)
@@ -219,35 +223,39 @@ def test_a_driver_stopped_at_a_random_moment_resumes_to_the_same_table(archive, 
     rerun_equals_reference(archive, db, tmp_path, reference)
 
 
-def test_sigterm_without_ray_writes_the_finished_videos_and_exits_143(archive, reference, tmp_path):
-    """--no-ray buffers finished videos before writing them: SIGTERM writes them on the way out."""
+def test_sigterm_while_a_video_hangs_writes_the_finished_videos_and_exits_143(archive, reference, tmp_path):
     db = tmp_path / "db"
-    job = Job(archive, db, tmp_path, "--no-ray", env={"VIDSIFT_TEST_FAULT": "hang:v5.mp4",
-                                                       "VIDSIFT_TEST_FAULT_DIR": str(tmp_path)})
-    wait_until(lambda: (tmp_path / "hanging-v5.mp4").exists(), job, what="the last video")
+    job = Job(archive, db, tmp_path, env={"VIDSIFT_TEST_FAULT": "hang:v5.mp4",
+                                          "VIDSIFT_TEST_FAULT_DIR": str(tmp_path)})
+    wait_until(lambda: (tmp_path / "hanging-v5.mp4").exists() and stored_videos(db) == len(GOOD) - 1, job,
+               what="the last video hanging, the others committed")
     os.kill(job.proc.pid, signal.SIGTERM)
     code, out, err = job.wait(timeout=120)
     assert code == 143, err
     lines = own_lines(err)
-    # 7 to do (the three links failed when listed), and all but the hung one are done
-    assert len(lines) == 1 and lines[0].startswith("vidsift index: interrupted by SIGTERM; 6 of 7 videos were finished")
+    # the bad inputs come first in the listing: all are recorded, and all the good videos but the hung one
+    assert len(lines) == 1 and lines[0].startswith(f"vidsift index: interrupted by SIGTERM; {len(GOOD) - 1} indexed "
+                                                   f"and {len(BAD_REASONS)} failed videos were saved")
     left = snapshot(db)
     assert {Path(v["path"]).name for v in left["videos"].values()} == set(GOOD) - {"v5.mp4"}
     assert_same_table(left, reference["table"], subset=True)
-    code, out, err = Job(archive, db, tmp_path, "--no-ray", name="rerun").wait()
+    code, out, err = Job(archive, db, tmp_path, name="rerun").wait()
     assert code == 3, err
     assert_same_table(snapshot(db), reference["table"])
 
 
 # ---- workers dying, jobs colliding, the disk filling ----------------------------------------------
-def test_a_decode_worker_and_the_embedding_actor_killed_mid_job_change_nothing(archive, reference, tmp_path):
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_a_decode_worker_and_the_embedding_actor_killed_mid_job_change_nothing(archive, reference, tmp_path, runner):
+    """Locally the model is in the job's own process (nothing to kill but the job): a decoding
+    process dies. On Ray the embedding actor dies too."""
     faults = tmp_path / "faults"
     faults.mkdir()
-    code, out, err = Job(archive, tmp_path / "db", tmp_path, "--json",
-                         env={"VIDSIFT_TEST_FAULT": "kill-once:v2.mp4,kill-embed-once:embed",
-                              "VIDSIFT_TEST_FAULT_DIR": str(faults)}).wait()
+    fault = "kill-once:v2.mp4" + (",kill-embed-once:embed" if runner == "ray" else "")
+    code, out, err = Job(archive, tmp_path / "db", tmp_path, "--json", *(RAY if runner == "ray" else []),
+                         env={"VIDSIFT_TEST_FAULT": fault, "VIDSIFT_TEST_FAULT_DIR": str(faults)}).wait()
     assert code == 3, err
-    assert len(list(faults.glob("vidsift-fault-*"))) == 2  # both processes really died
+    assert len(list(faults.glob("vidsift-fault-*"))) == fault.count(",") + 1  # the processes really died
     check_report(json.loads(out), archive)  # the retries succeeded: no failure beyond the bad inputs
     assert_same_table(snapshot(tmp_path / "db"), reference["table"])
     assert own_lines(err) == [], err  # Ray's "worker died" chatter is not for the user
@@ -312,8 +320,8 @@ def test_a_read_only_database_or_a_file_as_database_gets_one_line_and_reads_stil
         db = mount / "db"
         shutil.copytree(reference["db"], db)
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-        for no_ray in ([], ["--no-ray"]):
-            result = cli("index", tmp_path, "--db", db, *TINY, *no_ray)
+        for runner in ([], RAY):
+            result = cli("index", tmp_path, "--db", db, *TINY, *runner)
             assert result.returncode == 1
             assert result.stderr.strip() == f"vidsift index: error: {db}: cannot write the database: it is on a " \
                                             "read-only file system"

@@ -246,3 +246,101 @@ def test_a_second_indexing_job_on_the_same_database_is_refused_clearly(tmp_path,
     assert report.indexed == 3
     assert all(name.endswith(suffix) or name in ("models", "failures")
                for name in store._names() for suffix in [random_vit.spec.table_suffix])  # the lock is no table
+
+
+# ---- the archive remembers its models ------------------------------------------------------------
+def _old_style(db) -> None:
+    """Turn ``db``'s models table into what vidsift wrote before it kept weights and a default:
+    the columns ``suffix``, ``model``, ``dim`` only (rows kept)."""
+    import lancedb
+
+    from pipeline.store import MODELS_TABLE
+
+    conn = lancedb.connect(str(db))
+    rows = conn.open_table(MODELS_TABLE).to_arrow().select(["suffix", "model", "dim"])
+    conn.drop_table(MODELS_TABLE)
+    conn.create_table(MODELS_TABLE, data=rows)
+    assert conn.open_table(MODELS_TABLE).schema.names == ["suffix", "model", "dim"]
+
+
+def test_the_archive_records_how_to_load_each_model_and_one_default(tmp_path):
+    from models.spec import ModelSpec
+    from pipeline.errors import InputError
+
+    rng = np.random.default_rng(0)
+    store = VideoStore(str(tmp_path / "db"))
+    tag = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+    store.write_videos(tag.key, tag.table_suffix, [_record("a", "/v/a.mp4", 2, rng)])
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"fine-tuned weights")
+    tuned = ModelSpec("ViT-S-32", str(checkpoint))
+    store.remember_spec(tuned)  # what `index --pretrained PATH` tells the store before writing
+    store.write_videos(tuned.key, tuned.table_suffix, [_record("a", "/v/a.mp4", 3, rng, dim=4)])
+
+    reader = VideoStore(str(tmp_path / "db"))  # another process: what is on disk
+    first, second = reader.archive_models()
+    assert (first.key, first.pretrained, first.is_default) == ("ViT-B-32|laion2b_s34b_b79k", "laion2b_s34b_b79k", True)
+    assert (second.name, second.pretrained, second.is_default) == ("ViT-S-32", str(checkpoint), False)
+    assert second.weights.startswith("ckpt-") and second.spec().key == tuned.key
+    assert reader.default_model() == first
+    assert [(m["name"], m["dim"], m["videos"], m["segments"], m["default"]) for m in reader.summary()] == [
+        ("ViT-B-32", 8, 1, 2, True), ("ViT-S-32", 4, 1, 3, False)]
+
+    store.set_default(second.suffix)  # one commit: the other process sees the switch at once
+    assert reader.default_model().key == tuned.key
+    assert [m.is_default for m in reader.archive_models()] == [False, True]
+    with pytest.raises(ValueError, match="no model"):
+        store.set_default("nope")
+
+    checkpoint.write_bytes(b"other weights under the same name")
+    with pytest.raises(InputError, match="gone or changed"):
+        reader.default_model().spec()
+
+
+def test_an_archive_from_before_defaults_opens_and_gets_one_on_its_next_write(tmp_path):
+    from models.spec import ModelSpec
+    from pipeline.errors import InputError
+
+    rng = np.random.default_rng(1)
+    db = tmp_path / "db"
+    store = VideoStore(str(db))
+    old = ModelSpec("shapes-tiny", "none")
+    store.write_videos(old.key, old.table_suffix, [_record("a", "/v/a.mp4", 2, rng)])
+    _old_style(db)
+
+    reader = VideoStore(str(db))
+    (model,) = reader.archive_models()
+    assert (model.pretrained, model.is_default) == ("none", False)  # read back from the key
+    assert reader.default_model() == model  # its only model
+    assert model.spec().key == old.key
+    assert reader.summary()[0]["default"] is True
+
+    new = ModelSpec("ViT-B-32", "none")  # a second model: the one the archive had stays the default
+    VideoStore(str(db)).write_videos(new.key, new.table_suffix, [_record("a", "/v/a.mp4", 1, rng, dim=4)])
+    assert [(m.key, m.is_default) for m in reader.archive_models()] == [(old.key, True), (new.key, False)]
+
+    _old_style(db)  # two models and no default: a command must be told which
+    with pytest.raises(InputError, match="none is its default.*vidsift models --default"):
+        VideoStore(str(db)).default_model()
+
+
+def test_a_checkpoint_path_an_old_archive_never_recorded_is_asked_for_then_learnt(tmp_path):
+    from models.spec import ModelSpec
+    from pipeline.errors import InputError
+
+    db = tmp_path / "db"
+    checkpoint = tmp_path / "tuned.safetensors"
+    checkpoint.write_bytes(b"weights")
+    spec = ModelSpec("ViT-S-32", str(checkpoint))
+    VideoStore(str(db)).write_videos(spec.key, spec.table_suffix,
+                                     [_record("a", "/v/a.mp4", 1, np.random.default_rng(2))])
+    _old_style(db)
+    (model,) = VideoStore(str(db)).archive_models()
+    assert model.pretrained is None
+    with pytest.raises(InputError, match="--pretrained PATH"):
+        model.spec()
+    writer = VideoStore(str(db))
+    writer.remember_spec(spec)  # the user gave --pretrained PATH to index again
+    writer.write_videos(spec.key, spec.table_suffix, [_record("b", "/v/b.mp4", 1, np.random.default_rng(3))])
+    (model,) = VideoStore(str(db)).archive_models()
+    assert model.pretrained == str(checkpoint) and model.spec().key == spec.key

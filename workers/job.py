@@ -1,5 +1,7 @@
-"""The indexing job on Ray: the driver lists and coordinates, workers do everything per byte and
-per frame.
+"""The indexing job on Ray (``--address``: a cluster, or ``local`` for a Ray started on this
+machine): the driver lists and coordinates, workers do everything per byte and per frame. Without
+an address `vidsift index` runs ``pipeline.local_run`` instead, which applies the same per-video
+code (``indexing.run_video``) and the same job rules (``pipeline.jobs``) without Ray's start-up.
 
     driver:  list inputs (sizes, mtimes) -> skip what is stored -> one task per video
              -> commit the fragments workers wrote, every few seconds -> report
@@ -25,7 +27,6 @@ the next run.
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,15 +36,15 @@ from models.spec import ModelSpec
 from pipeline import interrupts
 from pipeline.config import IndexConfig
 from pipeline.errors import InputError, Interrupted, StoreWriteError
-from pipeline.indexing import JobReport, Probed, Unchanged, WorkItem, plan_listing
-from pipeline.staging import StagedVideo, StagedWriter, prepare_target
+from pipeline.indexing import ArchiveFailed, Failed, JobReport, Probed, Unchanged, WorkItem, plan_listing
+from pipeline.jobs import Attempt, JobLimits, SafeWriter, open_writer, retry_or_fail, upkeep_ann_index
+from pipeline.staging import StagedVideo
 from pipeline.storage import ListedFile, stat_input
-from pipeline.store import ANN_AUTO_THRESHOLD, VideoStore, guarded_write
+from pipeline.store import VideoStore
 
-from .tasks import ArchiveFailed, EmbedActor, Failed, Started, video_task
+from .tasks import EmbedActor, Started, video_task
 
-log = logging.getLogger(__name__)
-
+RUNNER = "ray"
 RAY_JOBS_HINT = ("submit the job with Ray Jobs instead: ray job submit --address http://HEAD:8265 "
                  "--working-dir . -- vidsift index ...")
 
@@ -68,25 +69,16 @@ class ClusterConfig:
                              f"libraries fail over it); {RAY_JOBS_HINT}")
         for name, flag, low, high in (("num_cpus", "--num-cpus", 1, 100_000),
                                       ("embed_actors", "--embed-workers", 1, 10_000),
-                                      ("embed_threads", "--embed-threads", 1, 1024),
-                                      ("batch_size", "--batch-size", 1, 4096), ("attempts", "--attempts", 1, 100)):
+                                      ("embed_threads", "--embed-threads", 1, 1024)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or not low <= value <= high):
                 raise InputError(f"{flag} must be a whole number between {low} and {high}, got {value!r}")
-        if not 1 <= self.video_timeout_s <= 7 * 86_400:  # NaN fails this too
-            raise InputError(f"--video-timeout must be between 1 s and a week, got {self.video_timeout_s}")
-        if not 0 < self.seconds_per_frame <= 3600:
-            raise InputError(f"seconds_per_frame must be in (0, 3600], got {self.seconds_per_frame}")
+        self.limits()  # the per-video limits are checked where both runners check them
 
-
-@dataclass
-class _Attempt:
-    item: WorkItem
-    tries: int
-    started: float = 0.0
-    deadline: float = float("inf")
-    node: str = "unknown node"
+    def limits(self) -> JobLimits:
+        return JobLimits(attempts=self.attempts, video_timeout_s=self.video_timeout_s,
+                         seconds_per_frame=self.seconds_per_frame, batch_size=self.batch_size)
 
 
 def _init_ray(cluster: ClusterConfig):
@@ -160,7 +152,7 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list, config: Index
     into ``store`` with ``spec``; resumable (stored videos are skipped without being read). One
     job per database at a time (``VideoStore.exclusive_writer``). ``storage_options`` reach the
     inputs and the archive on object storage."""
-    report = JobReport()
+    report = JobReport(runner=RUNNER)
     try:
         with store.exclusive_writer(), interrupts.held():  # signals stop the job at its safe points only
             return _run(store, spec, _as_listed(paths), config, cluster, build_index, progress, storage_options or {},
@@ -189,45 +181,21 @@ def _run(store: VideoStore, spec: ModelSpec, listed: list[ListedFile], config: I
             interrupts.safe_point()
             preprocess_cfg, dim = outline.result()  # raises a missing model
         interrupts.safe_point()
-        store.clear_orphans(suffix)  # rows a crashed job committed without their video rows
-        target = prepare_target(store, spec.key, suffix, dim, storage_options, keep_frames=config.keep_frames)
-        writer = _SafeWriter(StagedWriter(store, suffix, target, report, known), store.uri)
+        target, writer = open_writer(store, spec.key, suffix, dim, known, report, storage_options,
+                                     config.keep_frames)
         _Coordinator(ray, spec, cluster, config, target, preprocess_cfg, writer, report, progress).run(todo)
-    _upkeep_ann_index(store, suffix, report, build_index)
+    upkeep_ann_index(store, suffix, report, build_index)
     report.seconds = time.monotonic() - report.started
     return report
-
-
-def _upkeep_ann_index(store: VideoStore, suffix: str, report: JobReport, build_index: bool) -> None:
-    table = store.segments_table(suffix)
-    if table is not None and (build_index or (table.count_rows() >= ANN_AUTO_THRESHOLD
-                                              and not store.has_vector_index(suffix))):
-        report.ann_index = store.build_vector_index(suffix)
-    elif table is not None and report.indexed:
-        store.optimize(suffix)  # compacts the per-video fragments; folds new rows into an ANN index
-        if store.has_vector_index(suffix):
-            report.ann_index = "updated"
-
-
-class _SafeWriter:
-    """The driver's ``StagedWriter``, each call a write that a signal cannot cut in half
-    (``pipeline.interrupts.deferred``: a commit is fragments, then video rows), and a storage
-    failure (disk full, read-only) one line naming the database (``StoreWriteError``)."""
-
-    def __init__(self, writer: StagedWriter, uri: str):
-        self.writer, self.uri = writer, uri
-
-    def __getattr__(self, name):
-        method = getattr(self.writer, name)
-        return lambda *args, **kwargs: guarded_write(self.uri, method, *args, **kwargs)
 
 
 class _Coordinator:
     """The driver's loop: keeps a window of video tasks in flight, reads their messages, times
     them, retries the ones whose process died or hung, and hands results to the writer."""
 
-    def __init__(self, ray, spec, cluster, config, target, preprocess_cfg, writer: StagedWriter, report, progress):
+    def __init__(self, ray, spec, cluster, config, target, preprocess_cfg, writer: SafeWriter, report, progress):
         self.ray, self.cluster, self.config, self.target = ray, cluster, config, target
+        self.limits = cluster.limits()
         self.writer, self.report = writer, report
         self.task = ray.remote(video_task).options(num_cpus=1, max_retries=0, num_returns="streaming")
         self.actors = _start_embedders(ray, spec, cluster)
@@ -242,16 +210,7 @@ class _Coordinator:
     def _submit(self, item: WorkItem, tries: int) -> None:
         generator = self.task.remote(item, self.actors, self.preprocess_ref, self.config, self.target,
                                      self.cluster.batch_size)
-        self.in_flight[generator] = _Attempt(item, tries)  # timed from its start: it may queue for a CPU first
-
-    def _open_limit(self, item: WorkItem) -> float:
-        """Before a video is open: the base limit, plus time to copy it at a slow 10 MB/s."""
-        return self.cluster.video_timeout_s + item.size_bytes / 10e6
-
-    def _frames_limit(self, duration: float) -> float:
-        sampling = self.config.sampling
-        frames = sampling.frames if sampling.frames is not None else duration * sampling.fps
-        return self.cluster.video_timeout_s + self.cluster.seconds_per_frame * frames
+        self.in_flight[generator] = Attempt(item, tries)  # timed from its start: it may queue for a CPU first
 
     def run(self, todo: list[WorkItem]) -> None:
         from tqdm import tqdm
@@ -297,11 +256,10 @@ class _Coordinator:
             del self.in_flight[generator]
             return self._retry_or_fail(attempt, queue, _describe_ray_error(exc))
         if isinstance(message, Started):
-            attempt.node, attempt.started = message.node, time.monotonic()
-            attempt.deadline = attempt.started + self._open_limit(attempt.item)
+            attempt.start(message.node, self.limits)
             return 0
         if isinstance(message, Probed):
-            attempt.deadline = time.monotonic() + self._frames_limit(message.duration)
+            attempt.probed(message.duration, self.limits, self.config.sampling)
             return 0
         del self.in_flight[generator]
         if isinstance(message, StagedVideo):
@@ -320,22 +278,14 @@ class _Coordinator:
         finished = 0
         now = time.monotonic()
         for generator, attempt in list(self.in_flight.items()):
-            if now > attempt.deadline:
+            if attempt.expired(now):
                 self.ray.cancel(generator, force=True)
                 del self.in_flight[generator]
-                finished += self._retry_or_fail(attempt, queue, f"timed out after {now - attempt.started:.0f} s "
-                                                                f"(--video-timeout)")
+                finished += self._retry_or_fail(attempt, queue, attempt.timeout_cause(now))
         return finished
 
-    def _retry_or_fail(self, attempt: _Attempt, queue, cause: str) -> int:
-        if attempt.tries < self.cluster.attempts:
-            log.warning("%s: attempt %d failed on %s (%s); retrying", attempt.item.path, attempt.tries, attempt.node, cause)
-            queue.append((attempt.item, attempt.tries + 1))
-            return 0
-        self.writer.fail(attempt.item.path, "decode",
-                         f"gave up after {attempt.tries} attempts: the decoding process {cause} "
-                         f"(last attempt on node {attempt.node})")
-        return 1
+    def _retry_or_fail(self, attempt: Attempt, queue, cause: str) -> int:
+        return retry_or_fail(attempt, self.limits, queue, self.writer, cause)
 
 
 def _describe_ray_error(exc: Exception) -> str:

@@ -21,8 +21,7 @@ import numpy as np
 from models.spec import ModelSpec
 from pipeline import faults
 from pipeline.config import IndexConfig
-from pipeline.errors import VideoError
-from pipeline.indexing import WorkItem, process_video
+from pipeline.indexing import ArchiveFailed, Failed, WorkItem, run_video  # noqa: F401 - the task's messages
 from pipeline.staging import StagingTarget
 
 
@@ -32,23 +31,6 @@ class Started:
 
     node: str
     pid: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The video cannot be indexed (bad input, not a crash): recorded, never retried."""
-
-    stage: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ArchiveFailed:
-    """The archive cannot take this video's rows (disk full, read-only...): not the video's fault,
-    and no other video's rows would fit either, so the driver stops the job. ``reason``: the
-    cause in words, without the database's name (the driver adds it)."""
-
-    reason: str
 
 
 class EmbedActor:
@@ -97,29 +79,18 @@ def remote_encode(actor):
 
 def video_task(item: WorkItem, actors: dict, preprocess_cfg: dict, config: IndexConfig, target: StagingTarget,
                batch_size: int):
-    """Ray streaming-generator task for one video. Bad input yields ``Failed``; a crash of this
-    process (decord can abort in native code) surfaces to the driver as a Ray error instead."""
+    """Ray streaming-generator task for one video (``indexing.run_video``, as the local pipeline's
+    decoding processes run it). Bad input yields ``Failed``; a crash of this process (decord can
+    abort in native code) surfaces to the driver as a Ray error instead."""
     import ray
 
     yield Started(node=node_address(), pid=os.getpid())
     here = ray.get_runtime_context().get_node_id()
     handles = actors.get(here) or next(iter(actors.values()))  # an actor on this node: pixels stay local
     actor = handles[zlib.crc32(item.path.encode()) % len(handles)]
-    faults.inject(item.path)
-    try:
-        yield from process_video(item, remote_encode(actor), preprocess_cfg, config, target, batch_size)
-    except VideoError as exc:
-        reason = exc.reason
-        if exc.stage == "read" and not item.path.partition("://")[1] and reason == "file does not exist":
-            reason = (f"file does not exist on node {node_address()} (every node needs the inputs at the same "
-                      "path: a shared filesystem, or object storage)")
-        yield Failed(exc.stage, reason)
-    except Exception as exc:  # noqa: BLE001 - one file never stops the job
-        from pipeline.store import write_failure
-
-        archive = write_failure(target.segments_uri, exc)
-        if archive is not None:  # writing its fragments failed for a reason of the storage's own
-            yield ArchiveFailed(str(archive).removeprefix(f"{target.segments_uri}: "))
-        else:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            yield Failed("index", f"{type(exc).__name__}: {first}"[:300])
+    for message in run_video(item, remote_encode(actor), preprocess_cfg, config, target, batch_size):
+        if (isinstance(message, Failed) and message.stage == "read" and message.reason == "file does not exist"
+                and not item.path.partition("://")[1]):
+            message = Failed("read", f"file does not exist on node {node_address()} (every node needs the inputs "
+                                     "at the same path: a shared filesystem, or object storage)")
+        yield message

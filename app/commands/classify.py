@@ -1,0 +1,57 @@
+"""`vidsift classify`: zero-shot classification of one clip against any label set, open-set (it
+may answer "none of these labels")."""
+from __future__ import annotations
+
+import os
+
+from pipeline.errors import EXIT_OK
+
+from .common import Command, add_common, add_sampling, emit, index_config, spec_of, storage_options
+
+
+def add_arguments(p) -> None:
+    p.add_argument("clip", help="video file")
+    add_common(p)
+    add_sampling(p)
+    p.add_argument("--labels", default=None, help='comma-separated labels, e.g. "surfing,riding a horse"')
+    p.add_argument("--labels-file", default=None, help="file with one label per line")
+    p.add_argument("--label-set", default=None,
+                   help="a bundled label set (kinetics400, ucf101, shapes-world, generic) with its own templates")
+    p.add_argument("--template", action="append", default=None, dest="templates",
+                   help="prompt template with {} for the label (repeatable; default: built-in ensemble)")
+    p.add_argument("--templates-file", default=None, help="file with one template per line")
+    p.add_argument("--per-segment", action="store_true", help="also classify each segment")
+    p.add_argument("--top", type=int, default=5, help="labels to show (default 5)")
+
+
+def run(args) -> int:
+    from models.encoder import ClipEncoder
+    from pipeline import label_sets
+    from pipeline.classify import (ZeroShotClassifier, classify_clip, format_classification, parse_labels,
+                                   parse_templates)
+    from pipeline.confidence import calibration_for
+    from pipeline.errors import VideoError
+
+    if args.label_set and not (args.labels or args.labels_file):
+        labels = label_sets.load(args.label_set)
+        templates = parse_templates(args.templates, args.templates_file) if (args.templates or args.templates_file) \
+            else (label_sets.templates(args.label_set) or parse_templates())
+    else:
+        if args.label_set:
+            raise ValueError("give either --label-set or --labels/--labels-file, not both")
+        labels = parse_labels(args.labels, args.labels_file)
+        templates = parse_templates(args.templates, args.templates_file)
+    if not os.path.isfile(args.clip):
+        raise VideoError(args.clip, "open", "file does not exist")
+    config = index_config(args)
+    encoder = ClipEncoder.from_spec(spec_of(args))
+    calibration = calibration_for(args.db, encoder, storage_options(args))
+    result = classify_clip(encoder, os.path.abspath(args.clip), ZeroShotClassifier(encoder, labels, templates),
+                           config, per_segment=args.per_segment, top=args.top, calibration=calibration)
+    emit(args, {**result.to_dict(), "model": encoder.model_key, "templates": templates},
+         format_classification(result))
+    return EXIT_OK
+
+
+COMMANDS = [Command("classify", "zero-shot classification of a clip", add_arguments, run,
+                    {"top": ("--top", 1, 10_000, False)})]

@@ -1,0 +1,210 @@
+"""`vidsift search`: the moments that match a description, best first, with their confidence; or
+the moments that look like an example image (``--image``) or clip (``--clip``).
+
+A text search is asked of a running `vidsift app` when one serves the same database with the model
+this search would use (``app.announce``) and its ``/search`` answers the request identically (no
+``--where``/``--exact``/``--pooling qs``/``--thumbnails``, top-k within the app's limit, the same
+device and precision): the answer comes in a tenth of a second instead of the seconds that
+importing torch, open_clip and LanceDB and loading the model take. Anything else, and any failure
+to reach the app, searches in this process (``--no-app`` always does); ``--verbose`` says which.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from pipeline.errors import EXIT_OK, InputError
+
+from .common import Command, add_common, emit, spec_of, storage_options
+
+
+def add_arguments(p) -> None:
+    p.add_argument("query", nargs="?", default=None,
+                   help='e.g. "a dog catching a frisbee" (or search by example with --image/--clip)')
+    p.add_argument("--image", default=None, metavar="FILE",
+                   help="search by an example image (PNG, JPEG, ...): the moments that look like it")
+    p.add_argument("--clip", default=None, metavar="FILE",
+                   help="search by an example clip: its frames (1 per second) embedded and mean-pooled, as an "
+                        "indexed segment is")
+    add_common(p)
+    p.add_argument("-k", "--top-k", type=int, default=10, dest="k", help="results to return (default 10)")
+    p.add_argument("--per-video", action="store_true", help="only the best segment of each video")
+    p.add_argument("--where", default=None, help="LanceDB SQL filter, e.g. \"path LIKE '%%/cats/%%'\"")
+    p.add_argument("--exact", action="store_true", help="exact search even when an ANN index exists")
+    p.add_argument("--pooling", default="mean", choices=["mean", "qs"],
+                   help="mean-pooled segments, or query-scored pooling of their frames (re-ranks)")
+    p.add_argument("--thumbnails", default=None, metavar="DIR", help="write result thumbnails (JPEG) here")
+    p.add_argument("--matches-only", action="store_true",
+                   help="list only results that match (confidence > 0.5); by default, when nothing matches, the "
+                        "closest segments follow the 'no match' line, marked weak (text queries only)")
+    p.add_argument("--no-app", action="store_true",
+                   help="search in this process even when a running `vidsift app` serves this database (by "
+                        "default a text search is asked of it: no model to load)")
+
+
+def query_kind(args) -> str:
+    """'text', 'image' or 'clip': exactly one of the query, --image and --clip (else exit 2)."""
+    given = [kind for kind, value in (("text", args.query), ("image", args.image), ("clip", args.clip))
+             if value is not None]
+    if not given:
+        raise InputError("give a query, --image FILE or --clip FILE")
+    if len(given) > 1:
+        shown = {"text": "a query", "image": "--image", "clip": "--clip"}
+        raise InputError(f"give only one of a query, --image or --clip (got {' and '.join(shown[k] for k in given)})")
+    kind = given[0]
+    if kind == "text" and not args.query.strip():
+        raise InputError("The search query is empty: describe what you are looking for.")
+    if kind != "text" and args.matches_only:
+        raise InputError("--matches-only needs a text query: a search by example has no confidence to match on")
+    return kind
+
+
+def run(args) -> int:
+    from pipeline.search import MAX_K, require_indexed
+
+    kind = query_kind(args)
+    if not 1 <= args.k <= MAX_K:
+        raise InputError(f"k must be an integer between 1 and {MAX_K}, got {args.k}")
+    if args.where is not None:
+        from pipeline.store import check_filter
+
+        try:  # what can be told without the table (';', parentheses), before the model loads
+            check_filter(args.where)
+        except InputError as exc:
+            raise InputError(f"Bad filter {args.where!r}: {exc}") from None
+    example, pixels = None, None
+    if kind == "image":  # a bad example file fails before the model loads
+        from pipeline.search import read_image
+
+        example, pixels = {"kind": "image", "path": os.path.abspath(args.image)}, read_image(args.image)
+    elif kind == "clip":
+        from pipeline.search import check_clip
+
+        example = {"kind": "clip", "path": os.path.abspath(args.clip)}
+        check_clip(example["path"])
+    if kind == "text" and not args.no_app:
+        answered = search_through_app(args)
+        if answered is not None:
+            emit(args, *answered)
+            return EXIT_OK
+    from models.encoder import ClipEncoder
+    from pipeline.store import VideoStore
+
+    # One search: the catalog would not pay for itself.
+    store = VideoStore(args.db, storage_options=storage_options(args), search_catalog=False)
+    spec = spec_of(args)
+    require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
+    encoder = ClipEncoder.from_spec(spec)
+    options = dict(k=args.k, per_video=args.per_video, where=args.where, exact=args.exact, pooling=args.pooling,
+                   thumbnails=bool(args.thumbnails))
+    if kind == "text":
+        from pipeline.confidence import load_calibration
+        from pipeline.search import search_text
+
+        calibration = load_calibration(store, encoder)
+        hits = search_text(store, encoder, args.query, calibration=calibration, **options)
+    else:
+        from pipeline.search import clip_vector, image_vector, search_vector
+
+        calibration = None
+        vector = image_vector(encoder, pixels) if kind == "image" else clip_vector(encoder, example["path"])
+        hits = search_vector(store, spec.table_suffix, vector, **options)
+    from pipeline.search import search_report
+
+    payload, human = search_report(args.query, spec.key, hits, calibration, matches_only=args.matches_only,
+                                   thumbnail_dir=args.thumbnails, example=example)
+    emit(args, payload, human)
+    return EXIT_OK
+
+
+def _say(args, line: str) -> None:
+    """A line on stderr with --verbose (or VIDSIFT_VERBOSE=1): which way the search went."""
+    if getattr(args, "verbose", False) or os.environ.get("VIDSIFT_VERBOSE") == "1":
+        print(f"vidsift search: {line}", file=sys.stderr, flush=True)
+
+
+def app_mismatch(args, info) -> str | None:
+    """Why the app ``info`` (``app.announce.ServerInfo``) would not answer this text search as this
+    process would, or None when it would. The model this process would use is chosen as
+    ``common.spec_of`` chooses it, from the archive's models the app announced."""
+    from pipeline.archive_models import ArchiveModel, choose_spec
+
+    if args.where is not None or args.exact or args.pooling != "mean" or args.thumbnails:
+        return "--where, --exact, --pooling qs and --thumbnails are searched in this process"
+    if args.k > info.max_k:
+        return f"-k {args.k} is above the app's limit ({info.max_k})"
+    if (args.device, args.precision) != (info.device, info.precision):
+        return (f"it runs on --device {info.device} --precision {info.precision}, this search asks for "
+                f"{args.device}/{args.precision}")
+    try:
+        models = [ArchiveModel(**row) for row in info.models]
+        wanted = choose_spec(models, args.model, args.pretrained, args.device, args.precision, where=args.db).key
+    except (InputError, TypeError, ValueError) as exc:  # an ambiguous --model: this process says so properly
+        return f"the model to use is not clear from the app's announcement ({exc})"
+    if wanted != info.model:
+        return f"it serves {info.model}, this search uses {wanted}"
+    return None
+
+
+def search_through_app(args) -> tuple[dict, str] | None:
+    """(JSON payload, human text) as this process would print them, answered by a running app;
+    None when none serves this request (then the search runs here)."""
+    from app.announce import announced
+
+    servers = announced(args.db)
+    if not servers:
+        _say(args, f"no vidsift app serves {args.db}: searching in this process")
+        return None
+    for info in servers:
+        reason = app_mismatch(args, info)
+        if reason is None:
+            break
+        _say(args, f"not asking the vidsift app at {info.url}: {reason}")
+    else:
+        return None
+    from app.app_client import AppUnavailable, search_text
+
+    try:
+        result = search_text(info.url, args.query, args.k, args.per_video)
+        payload = report_of_app(args, result, info.model)
+    except AppUnavailable as exc:
+        _say(args, f"the vidsift app at {info.url} did not answer ({exc}): searching in this process")
+        return None
+    _say(args, f"answered by the vidsift app at {info.url} (pid {info.pid}, model {info.model})")
+    return payload
+
+
+class _Described:
+    """The app's calibration, as ``search_report`` reads a ``Calibration``: its ``describe()``."""
+
+    def __init__(self, described: dict):
+        self._described = described
+
+    def describe(self) -> dict:
+        return self._described
+
+
+def report_of_app(args, result: dict, model: str) -> tuple[dict, str]:
+    """The app's /search result turned into this command's output, through the same
+    ``search_report`` as an in-process search (``AppUnavailable`` if it answered another query or
+    another model than asked)."""
+    from app.app_client import AppUnavailable
+    from pipeline.search import SearchHit, search_report
+
+    if result.get("model") != model or result.get("query") != args.query.strip():
+        raise AppUnavailable(f"it answered {result.get('query')!r} with {result.get('model')} "
+                             f"(the archive's default model changed since it started?)")
+    try:
+        hits = [SearchHit(rank=int(r["rank"]), score=float(r["score"]), path=r["video_path"], start=float(r["start"]),
+                          end=float(r["end"]), video_id=r["video_id"], segment_index=int(r["segment_index"]),
+                          n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=b"",
+                          confidence=None if r["confidence"] is None else float(r["confidence"]), match=r["match"])
+                for r in result["results"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AppUnavailable(f"unexpected result row: {type(exc).__name__}: {exc}") from None
+    calibration = _Described(result["calibration"]) if result.get("calibration") is not None else None
+    return search_report(args.query, model, hits, calibration, matches_only=args.matches_only)
+
+
+COMMANDS = [Command("search", "find the moments matching a description, an image or a clip", add_arguments, run,
+                    {"k": ("-k/--top-k", 1, 10_000, False)})]
