@@ -23,9 +23,9 @@ import signal
 import sys
 import tempfile
 
-from models.errors import ModelUnavailableError
-from pipeline import interrupts
-from pipeline.errors import (EXIT_FAILED, EXIT_USAGE, InputError, Interrupted, StoreBusyError, StoreWriteError,
+from vidsift.models.errors import ModelUnavailableError
+from vidsift.pipeline import interrupts
+from vidsift.pipeline.errors import (EXIT_FAILED, EXIT_USAGE, InputError, Interrupted, StoreBusyError, StoreWriteError,
                              VideoError)
 
 from .commands import archive, classify, index, models, research, search, serve
@@ -146,7 +146,7 @@ def _expected_failure(exc: Exception) -> bool:
     """Errors whose message is the whole story (one line naming the file or database and the
     cause). ``pipeline.storage`` imports pyarrow: its error is recognised without importing it for
     every command."""
-    storage = sys.modules.get("pipeline.storage")
+    storage = sys.modules.get("vidsift.pipeline.storage")
     if storage is not None and isinstance(exc, storage.StorageError):
         return True
     return isinstance(exc, (VideoError, StoreBusyError, StoreWriteError, ModelUnavailableError))

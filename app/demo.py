@@ -13,7 +13,7 @@ def demo_queries(manifest: list[dict], n: int = 4) -> list[str]:
     phrased freely once to show that queries need not match the label exactly."""
     from collections import Counter
 
-    from pipeline.shapes_world import is_heldout, parse_label
+    from vidsift.pipeline.shapes_world import is_heldout, parse_label
 
     counts = Counter(s["label"] for v in manifest for s in v["scenes"])
     seen = [label for label, _ in counts.most_common() if not is_heldout(*parse_label(label))][:n]
@@ -25,18 +25,18 @@ def demo_queries(manifest: list[dict], n: int = 4) -> list[str]:
 
 
 def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, port: int | None = None) -> int:
-    from pipeline.synth import synthesize_archive  # PyAV before decord
+    from vidsift.pipeline.synth import synthesize_archive  # PyAV before decord
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.classify import ZeroShotClassifier, classify_clip
-    from pipeline.config import IndexConfig
-    from pipeline.evaluation import load_manifest
-    from pipeline.search import search_text
-    from pipeline.shapes_world import all_labels
-    from pipeline.store import VideoStore
-    from pipeline.local_run import run_local_job
-    from pipeline.storage import list_inputs
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.classify import ZeroShotClassifier, classify_clip
+    from vidsift.pipeline.config import IndexConfig
+    from vidsift.pipeline.evaluation import load_manifest
+    from vidsift.pipeline.search import search_text
+    from vidsift.pipeline.shapes_world import all_labels
+    from vidsift.pipeline.store import VideoStore
+    from vidsift.pipeline.local_run import run_local_job
+    from vidsift.pipeline.storage import list_inputs
 
     root = Path(out)
     archive = root / "archive"
@@ -74,7 +74,7 @@ def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, p
     for row in result.labels:
         print(f"    {row['probability']:.3f}  {row['label']}")
     if with_app:
-        from app.web import AppConfig, serve
+        from vidsift.app.web import AppConfig, serve
 
         print("opening the app (Ctrl-C to stop) ...")
         serve(AppConfig(db=db, spec=spec, allow_dirs=(str(archive),), port=port), block=True)

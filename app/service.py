@@ -27,17 +27,17 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from app.paths import (  # noqa: E402
+from vidsift.app.paths import (  # noqa: E402
     PathRefused, UploadRefused, absolute, check_extension, check_inside, check_upload, indexed_roots,
     resolve_user_path, safe_filename,
 )
-from app.serving import ServedModel  # noqa: E402
-from models.spec import ModelSpec  # noqa: E402
-from pipeline.config import IndexConfig  # noqa: E402
-from pipeline.errors import InputError, StoreBusyError, StoreWriteError, VideoError  # noqa: E402
-from pipeline.scans import last_scans  # noqa: E402
-from pipeline.search import format_timestamp  # noqa: E402
-from pipeline.sources import VIDEO_EXTENSIONS  # noqa: E402
+from vidsift.app.serving import ServedModel  # noqa: E402
+from vidsift.models.spec import ModelSpec  # noqa: E402
+from vidsift.pipeline.config import IndexConfig  # noqa: E402
+from vidsift.pipeline.errors import InputError, StoreBusyError, StoreWriteError, VideoError  # noqa: E402
+from vidsift.pipeline.scans import last_scans  # noqa: E402
+from vidsift.pipeline.search import format_timestamp  # noqa: E402
+from vidsift.pipeline.sources import VIDEO_EXTENSIONS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _scrub(text: str) -> str:
 @contextlib.contextmanager
 def _user_errors(action: str):
     """Turn every failure into one clear message in the page (``gr.Error``)."""
-    from models.loading import ModelUnavailableError
+    from vidsift.models.loading import ModelUnavailableError
 
     try:
         yield
@@ -161,7 +161,7 @@ def _user_errors(action: str):
     except StoreWriteError as exc:  # disk full, read-only, permissions: one line naming the database
         raise gr.Error(_scrub(f"{action} failed: {exc}"), title=f"{action} failed", print_exception=False) from None
     except Exception as exc:  # a bug or an infrastructure failure: logged with its traceback
-        storage = sys.modules.get("pipeline.storage")  # StorageError: a store that cannot be reached
+        storage = sys.modules.get("vidsift.pipeline.storage")  # StorageError: a store that cannot be reached
         if storage is not None and isinstance(exc, storage.StorageError):
             raise gr.Error(_scrub(f"{action} failed: {exc}"), title=f"{action} failed",
                            print_exception=False) from None
@@ -174,7 +174,7 @@ class VidsiftService:
     """The server's state and the handlers behind each event; Gradio-free where it can be."""
 
     def __init__(self, config: AppConfig, encoder=None):
-        from pipeline.store import VideoStore
+        from vidsift.pipeline.store import VideoStore
 
         self.config = config
         self.store = VideoStore(config.db)
@@ -208,7 +208,7 @@ class VidsiftService:
 
     def classifier(self, labels: list[str], templates: list[str]):
         """A zero-shot classifier, its text weights cached per (labels, templates), 16 at most."""
-        from pipeline.classify import ZeroShotClassifier
+        from vidsift.pipeline.classify import ZeroShotClassifier
 
         key = (self.spec.key, tuple(labels), tuple(templates))
         with self._classifier_lock:
@@ -251,7 +251,7 @@ class VidsiftService:
     # ---- search ------------------------------------------------------------------------------
     def _where(self, tags, folder, min_duration, max_duration) -> tuple[str | None, bool]:
         """The LanceDB SQL filter of the search filters, and whether it can match anything."""
-        from pipeline.store import sql_in, sql_str
+        from vidsift.pipeline.store import sql_in, sql_str
 
         clauses = []
         for tag in tags or []:
@@ -273,12 +273,12 @@ class VidsiftService:
         return " AND ".join(clauses) or None, True
 
     def _image_vector(self, image):
-        from pipeline.search import image_vector
+        from vidsift.pipeline.search import image_vector
 
         return image_vector(self.encoder(), image)
 
     def _clip_vector(self, clip: str):
-        from pipeline.search import clip_vector
+        from vidsift.pipeline.search import clip_vector
 
         return clip_vector(self.encoder(), str(self.check_upload(clip)), self.config.index)
 
@@ -291,7 +291,7 @@ class VidsiftService:
         app runs is used within 30 s."""
         import time
 
-        from pipeline.confidence import load_calibration
+        from vidsift.pipeline.confidence import load_calibration
 
         now, key = time.monotonic(), self.spec.key
         cached = self._calibration
@@ -306,7 +306,7 @@ class VidsiftService:
         ``--json`` fields), result (state). Text hits carry ``confidence`` and ``match``."""
         from PIL import Image
 
-        from pipeline.search import require_indexed, search_vector
+        from vidsift.pipeline.search import require_indexed, search_vector
 
         calibration = None
         with _user_errors("Search"):
@@ -447,8 +447,8 @@ class VidsiftService:
 
     # ---- classification ------------------------------------------------------------------------
     def _labels(self, label_set: str, labels: str, labels_file: str | None) -> list[str]:
-        from pipeline import label_sets
-        from pipeline.classify import parse_labels
+        from vidsift.pipeline import label_sets
+        from vidsift.pipeline.classify import parse_labels
 
         text = (labels or "").replace("\n", ",")
         if labels_file:
@@ -461,13 +461,13 @@ class VidsiftService:
 
     @staticmethod
     def _set_templates(label_set: str) -> list[str] | None:
-        from pipeline import label_sets
+        from vidsift.pipeline import label_sets
 
         return label_sets.templates(label_set.strip())
 
     def _planned_frames(self, path: str) -> int:
-        from pipeline.decode import open_video, probe
-        from pipeline.sampling import plan_frame_indices
+        from vidsift.pipeline.decode import open_video, probe
+        from vidsift.pipeline.sampling import plan_frame_indices
 
         info, starts = probe(open_video(path), path)
         return max(1, len(plan_frame_indices(starts, info.duration, self.config.index.sampling)))
@@ -476,7 +476,7 @@ class VidsiftService:
                  labels_file: str | None = None, templates: str = "", per_segment: bool = True, top: int = 5,
                  progress=gr.Progress()):
         """Zero-shot labels of an uploaded clip (or an indexed video): the whole clip and each segment."""
-        from pipeline.classify import classify_clip, parse_templates
+        from vidsift.pipeline.classify import classify_clip, parse_templates
 
         with _user_errors("Classification"):
             self.model.current()
@@ -578,7 +578,7 @@ class VidsiftService:
     # ---- writes --------------------------------------------------------------------------------
     def _copy_upload(self, src: Path) -> tuple[Path, bool]:
         """Copy an upload into the managed uploads folder (by content, so re-uploads are one file)."""
-        from pipeline.sources import content_hash
+        from vidsift.pipeline.sources import content_hash
 
         folder = self.config.uploads_dir / content_hash(str(src))[:16]
         dest = folder / safe_filename(src.name)
@@ -599,8 +599,8 @@ class VidsiftService:
 
     def add_to_archive(self, clip: str | None = None, tags: list[str] | None = None, progress=gr.Progress()) -> str:
         """Copy the uploaded clip into the uploads folder and index it with the chosen tags."""
-        from pipeline.decode import open_video, probe
-        from pipeline.indexing import index_sequential
+        from vidsift.pipeline.decode import open_video, probe
+        from vidsift.pipeline.indexing import index_sequential
 
         with _user_errors("Adding to the archive"):
             self.model.current()
@@ -639,8 +639,8 @@ class VidsiftService:
 
     def index_folder(self, root: str = "", subfolder: str = "", progress=gr.Progress()) -> str:
         """Index a folder inside one of the --allow-dir roots."""
-        from pipeline.indexing import index_sequential
-        from pipeline.sources import discover
+        from vidsift.pipeline.indexing import index_sequential
+        from vidsift.pipeline.sources import discover
 
         with _user_errors("Indexing"):
             self.model.current()
@@ -695,9 +695,9 @@ class VidsiftService:
         """The Library's models: the table, and the switch (a radio: one click serves another)."""
         import pandas as pd
 
-        from pipeline.archive_models import label
+        from vidsift.pipeline.archive_models import label
 
-        from app.serving import MODEL_COLUMNS, models_rows
+        from vidsift.app.serving import MODEL_COLUMNS, models_rows
 
         models = self.store.archive_models()
         table = pd.DataFrame(models_rows(self.store.summary(), self.spec.key), columns=MODEL_COLUMNS)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from models.spec import ModelSpec, resolve_spec
-from pipeline.errors import InputError
+from vidsift.models.spec import ModelSpec, resolve_spec
+from vidsift.pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ServedModel:
         with self._lock:
             found = self._encoders.get(key)
             if found is None:
-                from models.encoder import ClipEncoder
+                from vidsift.models.encoder import ClipEncoder
 
                 log.info("loading model %s", key)
                 found = ClipEncoder.from_spec(spec)
@@ -81,7 +81,7 @@ class ServedModel:
     def switch(self, wanted: str) -> ModelSpec:
         """Serve the archive's model named ``wanted`` (as `vidsift models` lists it) and make it the
         archive's default. Its encoder is loaded first, so no search waits for it."""
-        from pipeline.archive_models import find_model
+        from vidsift.pipeline.archive_models import find_model
 
         chosen = find_model(self.store.archive_models(), wanted, where=self.store.uri)
         spec = chosen.spec(self._device, self._precision)

@@ -31,9 +31,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from app.announce import announce  # noqa: E402
-from app.paths import absolute  # noqa: E402
-from app.service import (  # noqa: E402
+from vidsift.app.announce import announce  # noqa: E402
+from vidsift.app.paths import absolute  # noqa: E402
+from vidsift.app.service import (  # noqa: E402
     AppConfig, LABEL_FILE_EXTS, MEDIA_ROUTE, VidsiftService,
 )
 
@@ -44,8 +44,8 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
     """The Blocks of `vidsift app`. ``encoder``: an already loaded ClipEncoder for ``config.spec``
     (tests share one); by default the model is loaded on first use. ``config.spec`` None: the
     archive's default model, followed when it changes (``app.serving``)."""
-    from pipeline import label_sets
-    from pipeline.classify import DEFAULT_TEMPLATES
+    from vidsift.pipeline import label_sets
+    from vidsift.pipeline.classify import DEFAULT_TEMPLATES
 
     config.temp_path.mkdir(parents=True, exist_ok=True)
     # Gradio serves every file under its temp folder to whoever knows the path: a private one per

@@ -43,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the children run here (app.cli, pipeline)
 PY = sys.executable
-VIDSIFT = [PY, "-m", "app.cli"]
+VIDSIFT = [PY, "-m", "vidsift.app.cli"]
 QUERY = "a red star"
 
 # A client of a running app: only the standard library (what `vidsift search` would need on that path).
@@ -71,11 +71,11 @@ import numpy; mark("import numpy")
 import torch; mark("import torch")
 import open_clip; mark("import open_clip (torchvision, torch._dynamo, timm)")
 import lancedb; mark("import lancedb (lance_namespace, pandas)")
-from models.encoder import ClipEncoder
-from models.spec import resolve_spec
-from pipeline.confidence import load_calibration
-from pipeline.search import require_indexed, search_text
-from pipeline.store import VideoStore
+from vidsift.models.encoder import ClipEncoder
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.confidence import load_calibration
+from vidsift.pipeline.search import require_indexed, search_text
+from vidsift.pipeline.store import VideoStore
 mark("import vidsift modules")
 store = VideoStore(sys.argv[1], search_catalog=False)
 spec = resolve_spec("shapes-tiny")
@@ -115,7 +115,7 @@ def demo_archive(workdir: Path) -> tuple[str, Path]:
     2-8 s scenes), indexed with shapes-tiny without Ray (the same vectors), once."""
     archive, db = workdir / "archive", workdir / "vidsift.lance"
     if not (archive / "manifest.json").is_file():
-        subprocess.run([PY, "-c", "import sys; from pipeline.synth import synthesize_archive; "
+        subprocess.run([PY, "-c", "import sys; from vidsift.pipeline.synth import synthesize_archive; "
                         "synthesize_archive(sys.argv[1], 16, 7, max_size=640, scene_len=(2.0, 8.0))", str(archive)],
                        cwd=ROOT, check=True)
     if not db.exists():
@@ -164,9 +164,9 @@ def free_port() -> int:
 # `vidsift app --model shapes-tiny` as app.web.serve runs it, announcing itself (app.announce).
 SERVE_ANNOUNCED = r"""
 import sys
-from app.announce import announce
-from app.web import AppConfig, start
-from models.spec import resolve_spec
+from vidsift.app.announce import announce
+from vidsift.app.web import AppConfig, start
+from vidsift.models.spec import resolve_spec
 config = AppConfig(db=sys.argv[1], spec=resolve_spec("shapes-tiny"), port=int(sys.argv[2]))
 demo, url = start(config)
 service = demo.vidsift_service

@@ -50,11 +50,11 @@ DRIVER_SCRIPT = r'''
 import json, os, resource, sys, time
 tree, db, paths_file = sys.argv[1:4]
 sys.path[0] = tree
-from workers.job import run_index_job
-from pipeline.store import VideoStore
-from models.spec import resolve_spec
-from pipeline.config import IndexConfig
-import workers.job
+from vidsift.workers.job import run_index_job
+from vidsift.pipeline.store import VideoStore
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.config import IndexConfig
+import vidsift.workers.job
 paths = json.load(open(paths_file))
 spec = resolve_spec(sys.argv[4])
 store = VideoStore(db)
@@ -78,7 +78,7 @@ wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
 segments = store.segments_table(spec.table_suffix)
 videos = store.videos_table(spec.table_suffix)
 print("DRIVER-JSON " + json.dumps({
-    "job_module": workers.job.__file__,
+    "job_module": vidsift.workers.job.__file__,
     "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
     "user_s": after.ru_utime - before.ru_utime, "sys_s": after.ru_stime - before.ru_stime,
     "wall_s": wall, "frames": report.frames, "indexed": report.indexed, "failed": len(report.failures),

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-VIDSIFT = [sys.executable, "-m", "app.cli"]
+VIDSIFT = [sys.executable, "-m", "vidsift.app.cli"]
 MODELS = [("ViT-B-32", "none"), ("shapes-tiny", "")]  # random ViT-B-32 weights cost what LAION's do
 
 # The archives the benchmarks render (shapes-world, H.264 MP4 at 30 fps, four 10-15 s scenes a
@@ -47,7 +47,7 @@ def machine() -> dict:
 
 def rendered_archive(folder: str | Path, videos: int, seed: int, **synth_options) -> list[str]:
     """Render a shapes-world archive once; later runs with the same arguments reuse it."""
-    from pipeline.synth import synthesize_archive
+    from vidsift.pipeline.synth import synthesize_archive
 
     folder = Path(folder)
     stamp = folder / "bench-params.json"
@@ -87,7 +87,7 @@ def remuxed_copies(paths: list[str], folder: str | Path, copies: int) -> list[st
 
 
 def video_seconds(paths: list[str]) -> float:
-    from pipeline.decode import open_video, probe
+    from vidsift.pipeline.decode import open_video, probe
 
     return sum(probe(open_video(p), p)[0].duration for p in paths)
 
@@ -130,7 +130,7 @@ def _process_name(cmd: str) -> str:
     """A readable process name: Ray's own title, or vidsift for the CLI process."""
     if cmd.startswith("ray::"):
         return cmd[5:].replace(".submit", "")[:45]
-    return "vidsift (driver)" if "app.cli" in cmd else Path(cmd.split(" ")[0]).name
+    return "vidsift (driver)" if "vidsift.app.cli" in cmd else Path(cmd.split(" ")[0]).name
 
 
 @dataclass

@@ -47,7 +47,7 @@ def otsu(values: np.ndarray) -> float:
 
 def variant_confidences(name: str, calibration, text: str, vector: np.ndarray, hits: np.ndarray, extra) -> np.ndarray:
     """The confidences of one variant of the rival rule (see the module's notes) on the hits' vectors."""
-    from pipeline.confidence import content_words
+    from vidsift.pipeline.confidence import content_words
 
     content = content_words(text)
     if not content:
@@ -83,8 +83,8 @@ def variant_helpers(encoder, bank) -> dict:
     """Query-time texts of the variants: near-neighbour queries and prompt ensembles."""
     import re
 
-    from pipeline.classify import DEFAULT_TEMPLATES
-    from pipeline.confidence import STOP_WORDS, content_words, encode_texts
+    from vidsift.pipeline.classify import DEFAULT_TEMPLATES
+    from vidsift.pipeline.confidence import STOP_WORDS, content_words, encode_texts
 
     words = [p for p in bank.phrases if " " not in p]
 
@@ -117,13 +117,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="JSON file (default: ROOT/alternatives.json)")
     args = parser.parse_args(argv)
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.confidence import Calibration, RivalBank, _content_free, default_bank, load_fitted_bank
-    from pipeline.evaluation import OUT_OF_WORLD_QUERIES, _id_filter, _shows, _split, load_manifest
-    from pipeline.search import search_vector, segment_vectors
-    from pipeline.shapes_world import all_labels
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.confidence import Calibration, RivalBank, _content_free, default_bank, load_fitted_bank
+    from vidsift.pipeline.evaluation import OUT_OF_WORLD_QUERIES, _id_filter, _shows, _split, load_manifest
+    from vidsift.pipeline.search import search_vector, segment_vectors
+    from vidsift.pipeline.shapes_world import all_labels
+    from vidsift.pipeline.store import VideoStore
 
     encoder = ClipEncoder.from_spec(resolve_spec(args.model))
     suffix = encoder.spec.table_suffix

@@ -58,7 +58,7 @@ ABLATIONS = {  # the new decoder with one saving turned off: read_sampled's keyw
 
 
 def _config(overrides: dict):
-    from pipeline.config import IndexConfig, SamplingConfig
+    from vidsift.pipeline.config import IndexConfig, SamplingConfig
 
     keyframes = overrides.pop("keyframes", False)
     return IndexConfig(sampling=SamplingConfig(fps=1.0, keyframes=keyframes), **overrides)
@@ -66,9 +66,9 @@ def _config(overrides: dict):
 
 def _decode(path: str, model: str, overrides: dict, ablation: dict | None = None):
     """(times, squares) of one video through the decode stage."""
-    from pipeline import decoders, pyav_decode
-    from pipeline.decode import decode_video
-    from pipeline.frames import FrameTransform
+    from vidsift.pipeline import decoders, pyav_decode
+    from vidsift.pipeline.decode import decode_video
+    from vidsift.pipeline.frames import FrameTransform
 
     original = pyav_decode.read_sampled
     if ablation:
@@ -94,7 +94,7 @@ def _warm(_=None):
     import av  # noqa: F401
     import decord  # noqa: F401
 
-    import pipeline.decoders  # noqa: F401
+    import vidsift.pipeline.decoders  # noqa: F401
 
 
 def pool_rate(paths: list[str], model: str, variant: str) -> tuple[float, float]:

@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.synth import random_video_spec, render_video  # noqa: E402  (PyAV before decord)
+from vidsift.pipeline.synth import random_video_spec, render_video  # noqa: E402  (PyAV before decord)
 
 TRAINING_SEEDS = (1001, 2002)
 SIZES = ((160, 120), (320, 180), (320, 240), (426, 240), (640, 360))
@@ -38,7 +38,7 @@ SIZES = ((160, 120), (320, 180), (320, 240), (426, 240), (640, 360))
 
 def pick_labels(seed: int, n: int = 14) -> list[tuple[str, str]]:
     """``n`` of the 28 pairs, 2 or 3 of them held out (so held-out pairs are present and absent)."""
-    from pipeline.shapes_world import HELDOUT, all_pairs
+    from vidsift.pipeline.shapes_world import HELDOUT, all_pairs
 
     rng = np.random.default_rng(seed)
     heldout = sorted(HELDOUT)
@@ -112,13 +112,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "runs" / "eval-confidence"))
     args = parser.parse_args(argv)
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.confidence import Calibration, _content_free, default_bank, fit_calibration, load_fitted_bank
-    from pipeline.config import IndexConfig
-    from pipeline.evaluation import format_no_match, load_manifest, no_match_report, open_set_classification
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.confidence import Calibration, _content_free, default_bank, fit_calibration, load_fitted_bank
+    from vidsift.pipeline.config import IndexConfig
+    from vidsift.pipeline.evaluation import format_no_match, load_manifest, no_match_report, open_set_classification
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     out = Path(args.out)
     encoder = ClipEncoder.from_spec(resolve_spec(args.model, args.pretrained))

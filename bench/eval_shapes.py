@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.synth import synthesize_archive  # noqa: E402  (PyAV before decord)
+from vidsift.pipeline.synth import synthesize_archive  # noqa: E402  (PyAV before decord)
 
 
 def fps_band(fps: float) -> str:
@@ -41,13 +41,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args(argv)
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.config import IndexConfig
-    from pipeline.evaluation import evaluate_archive, load_manifest
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
-    from workers.job import run_index_job
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.config import IndexConfig
+    from vidsift.pipeline.evaluation import evaluate_archive, load_manifest
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
+    from vidsift.workers.job import run_index_job
 
     out = Path(args.out)
     started = time.time()

@@ -56,10 +56,10 @@ def image_encoder(name: str):
     import open_clip
     import torch
 
-    from models.encoder import ClipEncoder
-    from models.loading import LoadedModel
-    from models.registry import register_bundled_configs
-    from models.spec import ModelSpec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.loading import LoadedModel
+    from vidsift.models.registry import register_bundled_configs
+    from vidsift.models.spec import ModelSpec
 
     register_bundled_configs()
     torch.manual_seed(0)

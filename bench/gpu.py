@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 
 def decode_all(paths, transform, config):
     """(times, squares, decoders used, seconds) of the decode stage over ``paths``."""
-    from pipeline.decode import decode_video
+    from vidsift.pipeline.decode import decode_video
 
     times, squares, used = [], [], set()
     started = time.perf_counter()
@@ -69,7 +69,7 @@ def encode_only(encoder, frames: int) -> float:
 
 def end_to_end(paths, encoder, transform, config) -> tuple[int, float]:
     """Decoding in a thread, encoding here, batches of 64: (frames, seconds)."""
-    from pipeline.decode import decode_video
+    from vidsift.pipeline.decode import decode_video
 
     chunks: queue.Queue = queue.Queue(maxsize=8)
 
@@ -120,11 +120,11 @@ def main() -> None:
 
     import torch
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline import gpu_decode
-    from pipeline.config import IndexConfig
-    from pipeline.frames import FrameTransform
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline import gpu_decode
+    from vidsift.pipeline.config import IndexConfig
+    from vidsift.pipeline.frames import FrameTransform
 
     has_cuda = gpu_decode.cuda_available()
     has_codec = gpu_decode.torchcodec_installed()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pipeline.synth as synth  # noqa: E402  (before anything loads decord: see pipeline/synth.py)
+import vidsift.pipeline.synth as synth  # noqa: E402  (before anything loads decord: see pipeline/synth.py)
 from bench.common import print_table, run_vidsift, write_json  # noqa: E402
 
 import av  # noqa: E402

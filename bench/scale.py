@@ -63,8 +63,8 @@ def main() -> None:
                              fps_choices=[10], n_scenes=1, scene_len=(2.0, 4.0), progress=True)
     print(f"{len(paths)} videos in {folder} ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    from models.spec import resolve_spec
-    from pipeline.store import VideoStore
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.store import VideoStore
 
     db = Path(tempfile.mkdtemp(prefix="scale-db-", dir=args.workdir)) / "db.lance"
     try:

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import print_table, write_json  # noqa: E402
 
-from pipeline.catalog import SegmentCatalog  # noqa: E402
-from pipeline.search import search_vector  # noqa: E402
-from pipeline.store import VectorIndexConfig, VideoStore, segments_schema  # noqa: E402
+from vidsift.pipeline.catalog import SegmentCatalog  # noqa: E402
+from vidsift.pipeline.search import search_vector  # noqa: E402
+from vidsift.pipeline.store import VectorIndexConfig, VideoStore, segments_schema  # noqa: E402
 
 DIM = 512
 SUFFIX = "bench"
@@ -89,7 +89,7 @@ def timed_reference(store, queries) -> np.ndarray:
 def bench_calibration(rivals: int, rng):
     """A calibration shaped like a fitted one for a 512-d model: 8 content-free prompts and
     ``rivals`` phrases (random unit vectors, two words each), CLIP's logit scale."""
-    from pipeline.confidence import CONTENT_FREE_PROMPTS, Calibration, RivalBank
+    from vidsift.pipeline.confidence import CONTENT_FREE_PROMPTS, Calibration, RivalBank
 
     def units(n):
         v = rng.normal(size=(n, DIM)).astype(np.float32)

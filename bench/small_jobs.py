@@ -138,8 +138,8 @@ def main(argv=None) -> int:
                          "load_after": load()}
         print(rows["naive"], flush=True)
     if "encode" in args.runs:
-        from models.encoder import ClipEncoder
-        from models.spec import resolve_spec
+        from vidsift.models.encoder import ClipEncoder
+        from vidsift.models.spec import resolve_spec
 
         before = load()
         started = time.perf_counter()

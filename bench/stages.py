@@ -36,10 +36,10 @@ def decode_stages(paths: list[str], transform) -> dict:
     import decord
     from PIL import Image
 
-    from pipeline.config import IndexConfig
-    from pipeline.decode import open_video, probe
-    from pipeline.frames import jpeg_thumbnail
-    from pipeline.sampling import plan_frame_indices
+    from vidsift.pipeline.config import IndexConfig
+    from vidsift.pipeline.decode import open_video, probe
+    from vidsift.pipeline.frames import jpeg_thumbnail
+    from vidsift.pipeline.sampling import plan_frame_indices
 
     config = IndexConfig()
     totals = dict.fromkeys(["open_probe", "decode_full", "decode_resized_2x", "decode_resized_1x",
@@ -109,10 +109,10 @@ def encode_stage(encoder, threads: int, seconds: float = 4.0) -> dict:
 
 def after_encode_stages(paths: list[str], encoder) -> dict:
     """Pooling (segmentation + mean pool), cut refinement and the LanceDB write, per video -> per frame."""
-    from pipeline.config import IndexConfig, SegmentConfig
-    from pipeline.indexing import assemble_record, embed_video
-    from pipeline.sources import identify
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.config import IndexConfig, SegmentConfig
+    from vidsift.pipeline.indexing import assemble_record, embed_video
+    from vidsift.pipeline.sources import identify
+    from vidsift.pipeline.store import VideoStore
 
     totals = {"pool": 0.0, "pool_and_refine_cuts": 0.0, "write": 0.0}
     frames_total = 0
@@ -145,9 +145,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.frames import FrameTransform
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.frames import FrameTransform
 
     torch.set_num_threads(1)
     rows = []

@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 
 
 def _decode_one(job: tuple[str, dict]) -> int:
-    from pipeline.config import IndexConfig
-    from pipeline.decode import decode_video
-    from pipeline.frames import FrameTransform
+    from vidsift.pipeline.config import IndexConfig
+    from vidsift.pipeline.decode import decode_video
+    from vidsift.pipeline.frames import FrameTransform
 
     path, preprocess_cfg = job
     _, chunks = decode_video(path, FrameTransform.from_preprocess_cfg(preprocess_cfg), IndexConfig())
@@ -99,8 +99,8 @@ def naive(paths: list[str], model: str, pretrained: str, budget_s: float, fps: f
     import torch
     from PIL import Image
 
-    from models.loading import load_model
-    from models.spec import resolve_spec
+    from vidsift.models.loading import load_model
+    from vidsift.models.spec import resolve_spec
 
     torch.set_num_threads(os.cpu_count())
     from open_clip.transform import PreprocessCfg, image_transform_v2
@@ -143,8 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     paths = rendered_archive(Path(args.workdir) / args.archive, **ARCHIVES[args.archive])
     folder = Path(args.workdir) / args.archive / "videos"

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import print_table, write_json  # noqa: E402
-from pipeline.store import FrameRows, SegmentRow, VideoRecord, VideoStore  # noqa: E402
+from vidsift.pipeline.store import FrameRows, SegmentRow, VideoRecord, VideoStore  # noqa: E402
 
 DIM, FRAMES, SEGMENTS, THUMB_BYTES, BATCH = 512, 30, 3, 3000, 32
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.spec import ModelSpec, resolve_spec
+from vidsift.models.spec import ModelSpec, resolve_spec
 
 from .errors import InputError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.interface import Encoder
+from vidsift.models.interface import Encoder
 
 from .config import IndexConfig
 from .errors import InputError

@@ -10,9 +10,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .errors import InputError
-from .indexing import JobReport, WorkItem
-from .staging import StagedWriter, StagingTarget, prepare_target
+from .errors import InputError, StoreWriteError
+from .indexing import ArchiveFailed, Failed, JobReport, Unchanged, WorkItem
+from .staging import StagedVideo, StagedWriter, StagingTarget, prepare_target
 from .store import ANN_AUTO_THRESHOLD, VideoStore, guarded_write
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,21 @@ def retry_or_fail(attempt: Attempt, limits: JobLimits, queue, writer, cause: str
     writer.fail(attempt.item.path, "decode", f"gave up after {attempt.tries} attempts: the decoding process {cause} "
                                              f"(last attempt on node {attempt.where})")
     return 1
+
+
+def record_outcome(message, attempt: Attempt, writer, report: JobReport) -> None:
+    """A video's last message from its decoding process (Ray task or local worker), into the
+    writer: its staged rows, an unchanged file's new mtime, or its failure. An archive that cannot
+    take rows stops the job (no other video could be written either)."""
+    if isinstance(message, StagedVideo):
+        writer.add(message)
+        report.mark_startup(report.frames)  # the first video's frames are start-up's
+    elif isinstance(message, Unchanged):
+        writer.unchanged(message.video_id, message.mtime_ns)
+    elif isinstance(message, Failed):
+        writer.fail(attempt.item.path, message.stage, message.reason)
+    elif isinstance(message, ArchiveFailed):
+        raise StoreWriteError(f"{writer.uri}: {message.reason}")
 
 
 class SafeWriter:

@@ -34,9 +34,9 @@ from . import interrupts
 from .config import IndexConfig
 from .decode_workers import DecodePool, DecodeWorker
 from .errors import Interrupted, StoreWriteError
-from .indexing import ArchiveFailed, Failed, JobReport, Probed, Unchanged, WorkItem, plan_listing
-from .jobs import Attempt, JobLimits, SafeWriter, open_writer, retry_or_fail, upkeep_ann_index
-from .staging import StagedVideo, StagingTarget
+from .indexing import JobReport, Probed, WorkItem, plan_listing
+from .jobs import Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail, upkeep_ann_index
+from .staging import StagingTarget
 from .storage import ListedFile
 from .store import VideoStore
 
@@ -104,7 +104,7 @@ def _run(store, spec, listed, config, options: LocalOptions, encoder, tags, on_p
         try:
             interrupts.safe_point()
             if encoder is None:
-                from models.encoder import ClipEncoder
+                from vidsift.models.encoder import ClipEncoder
 
                 encoder = ClipEncoder.from_spec(spec)
             interrupts.safe_point()
@@ -242,15 +242,7 @@ class _LocalJob:
             return 0
         del self.running[worker]
         worker.busy = False
-        if isinstance(payload, StagedVideo):
-            self.writer.add(payload)
-            self.report.mark_startup(self.report.frames)  # the first video's frames are start-up's
-        elif isinstance(payload, Unchanged):
-            self.writer.unchanged(payload.video_id, payload.mtime_ns)
-        elif isinstance(payload, Failed):
-            self.writer.fail(attempt.item.path, payload.stage, payload.reason)
-        elif isinstance(payload, ArchiveFailed):  # the archive cannot take rows: no other video can either
-            raise StoreWriteError(f"{self.writer.uri}: {payload.reason}")
+        record_outcome(payload, attempt, self.writer, self.report)
         return 1
 
     def _died(self, worker: DecodeWorker, queue_, cause: str) -> int:

@@ -34,7 +34,7 @@ from typing import Sequence
 import av
 import numpy as np
 
-from pipeline.shapes_world import (
+from vidsift.pipeline.shapes_world import (
     BACKGROUNDS,
     COLOURS,
     HELDOUT,
@@ -512,7 +512,7 @@ def _encode_in_subprocess(path: str | os.PathLike, video: VideoSpec, seed: int, 
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    code = "import sys; from pipeline.synth import _encode_from_json; _encode_from_json(sys.stdin.read())"
+    code = "import sys; from vidsift.pipeline.synth import _encode_from_json; _encode_from_json(sys.stdin.read())"
     proc = subprocess.run([sys.executable, "-c", code], input=payload, text=True, env=env, capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"VP9 encode in subprocess failed for {path}:\n{proc.stderr[-2000:]}")

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from models.train import ValData
+from vidsift.models.train import ValData
 
 from .decode import open_video, probe
 from .errors import InputError, VideoError

@@ -27,8 +27,8 @@ def main(argv=None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from app.web import AppConfig, start
-    from models.spec import resolve_spec
+    from vidsift.app.web import AppConfig, start
+    from vidsift.models.spec import resolve_spec
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

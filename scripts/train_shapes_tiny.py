@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # pipeline.synth first: it must load PyAV before decord does (see its module notes).
-from pipeline.synth import synthesize_archive  # noqa: E402
+from vidsift.pipeline.synth import synthesize_archive  # noqa: E402
 
 RENDER = dict(scene_len=(2.0, 4.0), fps_choices=(10, 12, 15))  # short scenes: many objects, few frames
 TRAIN_ARCHIVE = dict(n_videos=400, seed=1001, exclude_heldout=True, **RENDER)
@@ -74,10 +74,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from models.train import TrainConfig, train
-    from pipeline.classify import DEFAULT_TEMPLATES
-    from pipeline.shapes_world import HELDOUT
-    from pipeline.training_data import ShapesWorldFrames, shapes_val_set
+    from vidsift.models.train import TrainConfig, train
+    from vidsift.pipeline.classify import DEFAULT_TEMPLATES
+    from vidsift.pipeline.shapes_world import HELDOUT
+    from vidsift.pipeline.training_data import ShapesWorldFrames, shapes_val_set
 
     started = time.time()
     data = Path(args.data)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.synth import SceneSpec, VideoSpec, render_video
+from vidsift.pipeline.synth import SceneSpec, VideoSpec, render_video
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE_PAIRS = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("white", "star")]
@@ -33,8 +33,8 @@ def make_video(path, fps=24, durations=(3.0,), container="mp4", size=(160, 120),
 @pytest.fixture(scope="session")
 def random_vit():
     """ViT-B-32 with seeded random weights (the same in every process)."""
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     return ClipEncoder.from_spec(resolve_spec("ViT-B-32", "none"))
 
@@ -53,7 +53,7 @@ def small_archive(tmp_path_factory):
 def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
     """The real `vidsift` command in a subprocess, as a user runs it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO, env=full_env,
+    return subprocess.run([sys.executable, "-m", "vidsift.app.cli", *map(str, args)], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -61,7 +61,7 @@ def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
 def writer_held_by_another_process(db):
     """Another process holds ``db``'s writer lock (as a running indexing job does) until the block ends."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from pipeline.store import VideoStore\n"
+        [sys.executable, "-c", "import time; from vidsift.pipeline.store import VideoStore\n"
          f"with VideoStore({str(db)!r}).exclusive_writer():\n    print('holding', flush=True); time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -21,11 +21,11 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from app.paths import (
+from vidsift.app.paths import (
     PathRefused, UploadRefused, check_inside, check_upload, indexed_roots, resolve_user_path, safe_filename,
 )
-from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-from pipeline.errors import InputError
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from vidsift.pipeline.errors import InputError
 from tests.conftest import REPO, make_video
 
 from gradio_client import Client, handle_file  # noqa: E402
@@ -57,7 +57,7 @@ def shared_temp_dir(tmp_path_factory) -> str:
 
 
 def start_server(tmp_path_factory, db: Path, spec, encoder, allow_dirs=(), **overrides):
-    from app.web import AppConfig, start
+    from vidsift.app.web import AppConfig, start
 
     config = AppConfig(db=str(db), spec=spec, allow_dirs=tuple(map(str, allow_dirs)), port=free_port(),
                        index=INDEX, temp_dir=shared_temp_dir(tmp_path_factory), **overrides)
@@ -140,8 +140,8 @@ def test_uploads_checked_for_type_and_size(tmp_path):
 
 
 def test_bundled_label_sets():
-    from pipeline import label_sets
-    from pipeline.shapes_world import all_labels
+    from vidsift.pipeline import label_sets
+    from vidsift.pipeline.shapes_world import all_labels
 
     assert {"shapes-world", "generic"} <= set(label_sets.available())
     assert label_sets.load("shapes-world") == all_labels()
@@ -152,7 +152,7 @@ def test_bundled_label_sets():
 
 
 def test_app_config_defaults_and_validation(tmp_path):
-    from app.web import AppConfig
+    from vidsift.app.web import AppConfig
 
     config = AppConfig(db=str(tmp_path / "vidsift.lance"))
     assert config.host == "127.0.0.1" and config.share is False and config.is_loopback
@@ -169,8 +169,8 @@ def test_app_config_defaults_and_validation(tmp_path):
 # ---- a real server over a small archive, random weights ----------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, random_vit):
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     base = tmp_path_factory.mktemp("app")
     archive = base / "archive"
@@ -218,7 +218,7 @@ def hits_of(answer) -> tuple[list, list[dict]]:
 
 
 def counts(server) -> tuple[int, int, int]:
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.store import VideoStore
 
     store = VideoStore(str(server.db))
     summary = store.summary()
@@ -268,7 +268,7 @@ def test_search_text_filters_and_per_video(server, client):
 
 def test_a_refined_search_does_not_encode_its_text_again(server, random_vit):
     """Changing filters or top-k re-asks the same text: its embedding is reused, not recomputed."""
-    from app.service import VidsiftService
+    from vidsift.app.service import VidsiftService
 
     encoded = []
 
@@ -280,7 +280,7 @@ def test_a_refined_search_does_not_encode_its_text_again(server, random_vit):
             encoded.append(list(texts))
             return random_vit.encode_texts(texts)
 
-    from pipeline.confidence import CONTENT_FREE_PROMPTS
+    from vidsift.pipeline.confidence import CONTENT_FREE_PROMPTS
 
     service = VidsiftService(server.config, encoder=CountingTexts())
     first = service.search(query="a red circle", k=10)[1]["results"]
@@ -497,7 +497,7 @@ def test_vidsift_app_command_prints_its_url_and_listens_on_loopback(server, tmp_
     withdraws the announcement when stopped."""
     port = free_port()
     runtime = tmp_path / "runtime"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--db", str(server.db), "--model", "ViT-B-32",
+    proc = subprocess.Popen([sys.executable, "-m", "vidsift.app.cli", "app", "--db", str(server.db), "--model", "ViT-B-32",
                              "--pretrained", "none", "--port", str(port), "--allow-dir", str(server.archive)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "VIDSIFT_RUNTIME_DIR": str(runtime)})
@@ -526,10 +526,10 @@ def test_vidsift_app_command_prints_its_url_and_listens_on_loopback(server, tmp_
 
 # ---- semantics, with the bundled shapes-tiny model ------------------------------------------------
 def test_shapes_tiny_text_search_and_classification_are_right(tmp_path_factory):
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     base = tmp_path_factory.mktemp("tiny")
     pairs = [("blue", "square"), ("red", "circle"), ("yellow", "triangle"), ("white", "star")]
@@ -576,11 +576,11 @@ def test_the_app_serves_the_archives_model_and_switches_without_downtime(tmp_pat
     indexes a second model into the same archive meanwhile: its own tables, and every search
     meanwhile answers with the first. The Library switches in one call, `vidsift models --default`
     from the shell; the running app follows either on its next search."""
-    from app.cli import main
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.app.cli import main
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     base = tmp_path_factory.mktemp("models")
     pairs = [("blue", "square"), ("red", "star"), ("yellow", "triangle"), ("white", "circle")]
@@ -600,7 +600,7 @@ def test_the_app_serves_the_archives_model_and_switches_without_downtime(tmp_pat
 
         assert best() == (tiny.model_key, 2.0)
 
-        job = subprocess.Popen([sys.executable, "-m", "app.cli", "index", str(base / "archive"), "--db", str(db),
+        job = subprocess.Popen([sys.executable, "-m", "vidsift.app.cli", "index", str(base / "archive"), "--db", str(db),
                                 "--model", "shapes-tiny", "--pretrained", "none", "--no-ray", "--segments", "fixed",
                                 "--window", "2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         during = []
@@ -637,12 +637,12 @@ def test_a_storage_failure_is_one_clear_message(server, monkeypatch, tmp_path, c
 
     import gradio as gr
 
-    from pipeline.lock import write_error
+    from vidsift.pipeline.lock import write_error
 
     def full(*args, **kwargs):
         raise write_error(str(server.db), OSError(errno.ENOSPC, "No space left on device"))
 
-    monkeypatch.setattr("pipeline.indexing.index_sequential", full)
+    monkeypatch.setattr("vidsift.pipeline.indexing.index_sequential", full)
     clip = tmp_path / "clip.mp4"
     make_video(clip, fps=10, durations=(2.0,))
     with pytest.raises(gr.Error) as raised:
@@ -657,7 +657,7 @@ def test_library_shows_when_each_folder_was_last_scanned(server):
     """`vidsift index` and `--watch` record each folder's scan in the archive; the Library says when."""
     import datetime as dt
 
-    from pipeline.scans import ScanCounts, record_scan
+    from vidsift.pipeline.scans import ScanCounts, record_scan
 
     service = server.service
     before, _, _ = service.library()

@@ -33,11 +33,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A shapes-tiny archive, an app serving it on a loopback port, announced in a private runtime folder."""
-    from app.announce import RUNTIME_ENV, announce
-    from app.cli import main
-    from app.web import AppConfig, start
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.app.announce import RUNTIME_ENV, announce
+    from vidsift.app.cli import main
+    from vidsift.app.web import AppConfig, start
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     root = tmp_path_factory.mktemp("app-route")
     videos = root / "videos"
@@ -66,7 +66,7 @@ def served(tmp_path_factory):
 def _cli(*args, importtime=False, env=None) -> subprocess.CompletedProcess:
     """`vidsift ...` in a subprocess (``-X importtime``: every import is listed on stderr)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    argv = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "app.cli", *map(str, args)]
+    argv = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "vidsift.app.cli", *map(str, args)]
     return subprocess.run(argv, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
 
 
@@ -77,7 +77,7 @@ def _imported(stderr: str) -> set[str]:
 
 def _in_process(capfd, *argv) -> tuple[str, list[str]]:
     """`vidsift ...` in this process (torch is loaded here already): stdout, stderr lines."""
-    from app.cli import main
+    from vidsift.app.cli import main
 
     code = main([str(a) for a in argv])
     out, err = capfd.readouterr()
@@ -100,14 +100,14 @@ def _same_answer(app: dict, here: dict) -> None:
 
 @pytest.mark.parametrize("extra", [[], ["-k", "3", "--model", "shapes-tiny"], ["--per-video"], ["--matches-only"]])
 def test_search_is_answered_by_the_app_as_in_process_without_torch_or_lancedb(served, capfd, extra):
-    from app.announce import RUNTIME_ENV
+    from vidsift.app.announce import RUNTIME_ENV
 
     run = _cli("search", QUERY, "--db", served.db, "--json", "--verbose", *extra, importtime=True,
                env={RUNTIME_ENV: str(served.runtime)})
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"answered by the vidsift app at {served.url}" in run.stderr
     imported = _imported(run.stderr)
-    assert "app.app_client" in imported  # the listing works
+    assert "vidsift.app.app_client" in imported  # the listing works
     assert not imported & {"torch", "open_clip", "lancedb", "lance", "pyarrow", "gradio", "gradio_client"}
     here, err = _in_process(capfd, "search", QUERY, "--db", served.db, "--json", "--no-app", "--verbose", *extra)
     assert not any("answered by the vidsift app" in line for line in err)
@@ -115,7 +115,7 @@ def test_search_is_answered_by_the_app_as_in_process_without_torch_or_lancedb(se
 
 
 def test_human_output_is_the_same_through_the_app(served, capfd):
-    from app.announce import RUNTIME_ENV
+    from vidsift.app.announce import RUNTIME_ENV
 
     run = _cli("search", "a blue square", "--db", served.db, "-k", "4", env={RUNTIME_ENV: str(served.runtime),
                                                                              "VIDSIFT_VERBOSE": "1"})
@@ -126,7 +126,7 @@ def test_human_output_is_the_same_through_the_app(served, capfd):
 
 
 def test_announcement_file_names_the_server_and_goes_away(served, tmp_path, monkeypatch):
-    from app.announce import RUNTIME_ENV, announce, find_server
+    from vidsift.app.announce import RUNTIME_ENV, announce, find_server
 
     monkeypatch.setenv(RUNTIME_ENV, str(tmp_path / "rt"))
     config = SimpleNamespace(db=str(served.db) + "/", max_k=50)
@@ -160,7 +160,7 @@ def _dead_pid() -> int:
 
 
 def test_a_stale_announcement_is_ignored_and_removed(served, tmp_path, monkeypatch, capfd):
-    from app.announce import RUNTIME_ENV, announced, db_hash
+    from vidsift.app.announce import RUNTIME_ENV, announced, db_hash
 
     runtime = tmp_path / "rt"
     runtime.mkdir()
@@ -179,7 +179,7 @@ def test_a_stale_announcement_is_ignored_and_removed(served, tmp_path, monkeypat
 
 
 def test_an_app_that_does_not_answer_is_skipped(served, tmp_path, monkeypatch, capfd):
-    from app.announce import RUNTIME_ENV, announce
+    from vidsift.app.announce import RUNTIME_ENV, announce
 
     monkeypatch.setenv(RUNTIME_ENV, str(tmp_path / "rt"))
     service = served.demo.vidsift_service  # announced with a live pid (this one), but nothing listens there
@@ -193,7 +193,7 @@ def test_an_app_that_does_not_answer_is_skipped(served, tmp_path, monkeypatch, c
 
 
 def test_another_database_is_not_served_by_the_app(served, tmp_path, monkeypatch, capfd):
-    from app.announce import RUNTIME_ENV
+    from vidsift.app.announce import RUNTIME_ENV
 
     monkeypatch.setenv(RUNTIME_ENV, str(served.runtime))
     other = tmp_path / "copy.lance"
@@ -216,8 +216,8 @@ def test_another_database_is_not_served_by_the_app(served, tmp_path, monkeypatch
     (["--pretrained", "none"], "this search uses shapes-tiny|random"),
 ])
 def test_requests_the_app_would_answer_otherwise_stay_in_process(served, flags, reason):
-    from app.cli import build_parser
-    from app.commands.search import app_mismatch
+    from vidsift.app.cli import build_parser
+    from vidsift.app.commands.search import app_mismatch
 
     info = _info(served)
     plain = build_parser().parse_args(["search", QUERY, "--db", str(served.db)])
@@ -230,7 +230,7 @@ def test_requests_the_app_would_answer_otherwise_stay_in_process(served, flags, 
 
 def _info(served):
     """The fixture's app, as `vidsift search` finds it."""
-    from app.announce import RUNTIME_ENV, find_server
+    from vidsift.app.announce import RUNTIME_ENV, find_server
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(RUNTIME_ENV, str(served.runtime))
@@ -238,9 +238,9 @@ def _info(served):
 
 
 def test_an_answer_for_another_model_or_query_is_not_used(served):
-    from app.app_client import AppUnavailable, search_text
-    from app.cli import build_parser
-    from app.commands.search import report_of_app
+    from vidsift.app.app_client import AppUnavailable, search_text
+    from vidsift.app.cli import build_parser
+    from vidsift.app.commands.search import report_of_app
 
     result = search_text(served.url, QUERY, 3, False)
     args = build_parser().parse_args(["search", QUERY, "--db", str(served.db)])

@@ -23,8 +23,8 @@ from playwright import sync_api  # noqa: E402  (drives Debian's chromium, instal
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, random_vit):
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     base = tmp_path_factory.mktemp("browser")
     archive = base / "archive"
@@ -136,10 +136,10 @@ def test_a_non_video_upload_shows_a_message(page, server, tmp_path):
 # ---- confidence: the "No match" state and the badges, with the bundled shapes-tiny ---------------
 @pytest.fixture(scope="module")
 def tiny_server(tmp_path_factory):
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     base = tmp_path_factory.mktemp("browser-tiny")
     archive = base / "archive"

@@ -5,9 +5,9 @@ deletes and compaction, by this store or another."""
 import numpy as np
 import pytest
 
-from pipeline.catalog import CATALOG_COLUMNS, SegmentCatalog
-from pipeline.search import search_vector
-from pipeline.store import VectorIndexConfig, VideoStore
+from vidsift.pipeline.catalog import CATALOG_COLUMNS, SegmentCatalog
+from vidsift.pipeline.search import search_vector
+from vidsift.pipeline.store import VectorIndexConfig, VideoStore
 
 DIM = 32
 SUFFIX = "t"
@@ -98,7 +98,7 @@ def test_a_catalog_knows_only_the_rows_of_its_version(tmp_path):
 
 
 def _as_arrow(rows):
-    from pipeline.store import segments_schema, to_arrow
+    from vidsift.pipeline.store import segments_schema, to_arrow
 
     return to_arrow(rows, segments_schema(DIM))
 

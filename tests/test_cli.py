@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.store import VideoStore
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import REPO, make_video, run_cli, writer_held_by_another_process
 
 RANDOM = ["--model", "ViT-B-32", "--pretrained", "none"]
@@ -150,7 +150,7 @@ def test_unreachable_weights_fail_fast_naming_the_offline_options(tmp_path):
 def test_no_refine_cuts_leaves_cuts_midway_between_samples(tmp_path):
     """`--no-refine-cuts` skips the decoding around each cut: the segments then start midway
     between the two sampled frames around each cut, instead of on the exact frame."""
-    from models.spec import resolve_spec
+    from vidsift.models.spec import resolve_spec
 
     path = tmp_path / "three.mp4"
     entry = make_video(path, fps=25, durations=(4.0, 6.0, 3.0), size=(320, 240))
@@ -183,7 +183,7 @@ def test_a_second_index_job_on_a_busy_database_stops_with_one_line(tmp_path):
 # ---- issue 16 -----------------------------------------------------------------------------------
 def _main_in_process(argv, capfd):
     """`app.cli.main` in this process (no subprocess start-up): status, stdout, stderr lines."""
-    from app.cli import main
+    from vidsift.app.cli import main
 
     code = main([str(a) for a in argv])
     out, err = capfd.readouterr()
@@ -226,7 +226,7 @@ def test_every_numeric_flag_is_checked_at_once_with_one_line(tmp_path, capfd, ar
 
 
 def _parse_error(argv, capfd):
-    from app.cli import main
+    from vidsift.app.cli import main
 
     with pytest.raises(SystemExit) as caught:
         main(argv)

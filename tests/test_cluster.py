@@ -11,7 +11,7 @@ import uuid
 import numpy as np
 import pytest
 
-from pipeline.store import VideoStore
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import REPO, make_video, run_cli
 from tests.ray_cluster import LoopbackCluster
 
@@ -61,7 +61,7 @@ def test_s3_to_s3_on_two_nodes_survives_a_node_dying_and_runs_as_a_ray_job(tmp_p
     with LoopbackCluster(tmp_path, head_cpus=1, worker_cpus=1, memory_gb=2, object_store_gb=0.4) as cluster:
         cluster.wait_for_nodes(2)
         db = f"{archive}/cluster"
-        job = subprocess.Popen([sys.executable, "-m", "app.cli", "index", s3_videos, "--db", db, *TINY,
+        job = subprocess.Popen([sys.executable, "-m", "vidsift.app.cli", "index", s3_videos, "--db", db, *TINY,
                                 *_options(s3), "--address", cluster.address, "--json"],
                                cwd=REPO, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig
-from pipeline.confidence import (
+from vidsift.pipeline.config import IndexConfig
+from vidsift.pipeline.confidence import (
     CONTENT_FREE_PROMPTS, Calibration, RivalBank, content_words, fit_calibration, load_calibration,
 )
 from tests.conftest import make_video
@@ -30,8 +30,8 @@ def label(colour: str, shape: str) -> str:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     return ClipEncoder.from_spec(resolve_spec("shapes-tiny"))
 
@@ -40,8 +40,8 @@ def tiny():
 def archive(tmp_path_factory, tiny):
     """Four one-scene videos, one of two scenes (purple circle, then orange square); a green star
     clip outside the archive."""
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     root = tmp_path_factory.mktemp("confidence")
     paths = []
@@ -110,7 +110,7 @@ def test_a_label_set_is_shown_when_its_labels_together_beat_what_is_outside_it()
 
 
 def test_open_set_decides_only_whether_to_answer_never_which_label():
-    from pipeline.classify import open_set_answer
+    from vidsift.pipeline.classify import open_set_answer
 
     labels = ["a", "b", "c"]
     clip = np.array([0.5, 0.3, 0.2])                          # CLIP's top-1 over the clip: "a"
@@ -127,7 +127,7 @@ def test_open_set_decides_only_whether_to_answer_never_which_label():
 
 # ---- shapes-tiny: search ----------------------------------------------------------------------------
 def test_present_labels_match_and_absent_ones_answer_no_match(archive, tiny):
-    from pipeline.search import search_text
+    from vidsift.pipeline.search import search_text
 
     calibration = load_calibration(archive.store, tiny)
     assert calibration.source == "default" and "shapes-tiny" in calibration.describe()["note"]
@@ -142,7 +142,7 @@ def test_present_labels_match_and_absent_ones_answer_no_match(archive, tiny):
 
 
 def test_out_of_world_gibberish_and_stop_word_queries_answer_no_match(archive, tiny):
-    from pipeline.search import search_text
+    from vidsift.pipeline.search import search_text
 
     for query in OUT_OF_WORLD:
         hits = search_text(archive.store, tiny, query, k=5, thumbnails=False)
@@ -151,7 +151,7 @@ def test_out_of_world_gibberish_and_stop_word_queries_answer_no_match(archive, t
 
 
 def test_search_output_says_no_match_marks_weak_hits_and_keeps_the_existing_fields(archive, tiny, tmp_path):
-    from pipeline.search import search_report, search_text
+    from vidsift.pipeline.search import search_report, search_text
 
     calibration = load_calibration(archive.store, tiny)
     hits = search_text(archive.store, tiny, "a green circle", k=3, calibration=calibration)
@@ -180,8 +180,8 @@ def test_search_output_says_no_match_marks_weak_hits_and_keeps_the_existing_fiel
 
 # ---- shapes-tiny: classification ------------------------------------------------------------------
 def test_classify_answers_none_when_no_label_fits_and_both_labels_of_a_two_scene_clip(archive, tiny):
-    from pipeline.classify import ZeroShotClassifier, classify_clip, format_classification
-    from pipeline.shapes_world import all_labels
+    from vidsift.pipeline.classify import ZeroShotClassifier, classify_clip, format_classification
+    from vidsift.pipeline.shapes_world import all_labels
 
     calibration = load_calibration(archive.store, tiny)
     config = IndexConfig()
@@ -211,8 +211,8 @@ def test_classify_answers_none_when_no_label_fits_and_both_labels_of_a_two_scene
 def test_a_calibration_fitted_on_the_archive_is_stored_and_used(archive, tiny, tmp_path):
     import shutil
 
-    from pipeline.search import search_text
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.search import search_text
+    from vidsift.pipeline.store import VideoStore
 
     shutil.copytree(archive.root / "db.lance", tmp_path / "db.lance")  # the other tests keep the default
     store = VideoStore(str(tmp_path / "db.lance"))
@@ -236,9 +236,9 @@ def test_any_open_clip_model_gets_a_calibration(tmp_path, random_vit):
     """Plumbing with random ViT-B-32 weights (the confidences mean nothing): without a fitted
     calibration an English-reading model compares with content-free prompts only and says so; a
     fitted one reads English words and is stored per model."""
-    from pipeline.indexing import index_sequential
-    from pipeline.search import search_text
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.search import search_text
+    from vidsift.pipeline.store import VideoStore
 
     make_video(tmp_path / "v.mp4", fps=10, durations=(2.0, 2.0))
     store = VideoStore(str(tmp_path / "db"))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig, SamplingConfig
-from pipeline.decode import decode_video
-from pipeline.frames import FrameTransform
-from pipeline.pyav_decode import decode_size, read_sampled, scan
-from pipeline.sampling import plan_frame_indices
+from vidsift.pipeline.config import IndexConfig, SamplingConfig
+from vidsift.pipeline.decode import decode_video
+from vidsift.pipeline.frames import FrameTransform
+from vidsift.pipeline.pyav_decode import decode_size, read_sampled, scan
+from vidsift.pipeline.sampling import plan_frame_indices
 from tests.conftest import make_video
 
 SQUASH64 = FrameTransform(size=(64, 64), resize_mode="squash")
@@ -50,8 +50,8 @@ def test_full_size_cpu_decoding_gives_decords_frames_and_times(videos, container
 @pytest.mark.parametrize("container,model", [("mp4", "shapes-tiny"), ("mkv", "shapes-tiny"), ("webm", "shapes-tiny"),
                                              ("avi", "shapes-tiny"), ("mp4", "ViT-B-32"), ("avi", "ViT-B-32")])
 def test_decoder_side_resize_keeps_times_exact_and_vectors_close(videos, container, model, random_vit):
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     for encoder in [random_vit if model == "ViT-B-32" else ClipEncoder.from_spec(resolve_spec(model, ""))]:
         transform = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import decoders, gpu_decode, pyav_decode
-from pipeline.config import IndexConfig, SamplingConfig
-from pipeline.decode import decode_video
-from pipeline.decoders import GpuProbe, choose_decoder
-from pipeline.frames import FrameTransform
+from vidsift.pipeline import decoders, gpu_decode, pyav_decode
+from vidsift.pipeline.config import IndexConfig, SamplingConfig
+from vidsift.pipeline.decode import decode_video
+from vidsift.pipeline.decoders import GpuProbe, choose_decoder
+from vidsift.pipeline.frames import FrameTransform
 from tests.conftest import make_video
 
 TRANSFORM = FrameTransform(size=(64, 64), resize_mode="squash")

@@ -86,7 +86,7 @@ def test_rayjob_credentials_come_from_a_secret_on_every_pod(rayjob):
 
 
 def test_rayjob_entrypoint_parses_with_vidsifts_own_parser(rayjob):
-    from app.cli import build_parser
+    from vidsift.app.cli import build_parser
 
     argv = shlex.split(rayjob["spec"]["entrypoint"])
     assert argv[:2] == ["vidsift", "index"]

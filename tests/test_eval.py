@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from app.commands.research import format_eval as _format_eval
-from pipeline.evaluation import _rank_stats, boundary_scores, iou
+from vidsift.app.commands.research import format_eval as _format_eval
+from vidsift.pipeline.evaluation import _rank_stats, boundary_scores, iou
 from tests.conftest import make_video, run_cli
 
 
@@ -71,13 +71,13 @@ def test_no_match_report_on_a_manifest_of_four_labels(tmp_path):
     """`vidsift eval`'s "no match" figures (pipeline.evaluation.no_match_report) with shapes-tiny on a
     manifest that shows 4 of the 28 labels: the 4 are found and marked match, the 24 others answer
     "no match", and the rates over the threshold move the way a threshold moves them."""
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.config import IndexConfig
-    from pipeline.confidence import load_calibration
-    from pipeline.evaluation import THRESHOLDS, format_no_match, load_manifest, no_match_report
-    from pipeline.indexing import index_sequential
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.config import IndexConfig
+    from vidsift.pipeline.confidence import load_calibration
+    from vidsift.pipeline.evaluation import THRESHOLDS, format_no_match, load_manifest, no_match_report
+    from vidsift.pipeline.indexing import index_sequential
+    from vidsift.pipeline.store import VideoStore
 
     root = tmp_path / "set"
     entries = [

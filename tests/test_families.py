@@ -58,7 +58,7 @@ def offline_hub(tmp_path, monkeypatch):
 
 def cli(capfd, *argv):
     """`vidsift ARGV` in this process: (exit status, stdout, non-blank stderr lines)."""
-    from app.cli import main
+    from vidsift.app.cli import main
 
     code = main([str(a) for a in argv])
     out, err = capfd.readouterr()
@@ -67,8 +67,8 @@ def cli(capfd, *argv):
 
 def index_and_classify(capfd, tmp_path, clip, model):
     """Index the clip and classify it with ``model``'s random weights; check what each wrote."""
-    from models.spec import resolve_spec
-    from pipeline.store import VideoStore
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.store import VideoStore
 
     db = tmp_path / "db"
     common = ["--model", model, "--pretrained", "none", "--frames", "3"]
@@ -185,8 +185,8 @@ def test_a_cached_tag_loads_offline_with_the_tags_preprocessing(offline_hub):
     outline (no weights read) must agree with the loaded model, and the weights must be the file's."""
     import torch
 
-    from models.loading import load_model, preprocess_config
-    from models.spec import resolve_spec
+    from vidsift.models.loading import load_model, preprocess_config
+    from vidsift.models.spec import resolve_spec
 
     state = cache_weights(offline_hub, "PE-Core-T-16-384", "meta")
     spec = resolve_spec("PE-Core-T-16-384", "meta")
@@ -204,8 +204,8 @@ def test_quickgelu_tags_are_forced_and_an_uncached_tag_fails_at_once_offline(off
     vectors are then wrong (open_clip #771): the check forces it from the tag's own config."""
     import open_clip
 
-    from models.loading import ModelUnavailableError, check_weights, model_outline
-    from models.spec import resolve_spec
+    from vidsift.models.loading import ModelUnavailableError, check_weights, model_outline
+    from vidsift.models.spec import resolve_spec
 
     hub = open_clip.get_pretrained_cfg("RN50", "openai")["hf_hub"].rstrip("/")
     with pytest.raises(ModelUnavailableError, match=r"'openai' for model 'RN50': huggingface.co is unreachable"):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.store import VideoStore
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import REPO, make_video
 
 TINY = ["--model", "shapes-tiny"]
@@ -63,7 +63,7 @@ class Job:
         self.out_path, self.err_path = logs / f"{name}.out", logs / f"{name}.err"
         self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "index", str(folder), "--db", str(db), *TINY, *extra],
+            [sys.executable, "-m", "vidsift.app.cli", "index", str(folder), "--db", str(db), *TINY, *extra],
             cwd=REPO, stdout=self.out, stderr=self.err, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
@@ -301,7 +301,7 @@ def test_a_disk_that_fills_mid_job_stops_it_with_one_line_then_a_rerun_completes
         os.unlink(log.rstrip(")"))
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
     rerun_equals_reference(archive, db, tmp_path, reference)
-    verify = subprocess.run([sys.executable, "-m", "app.cli", "verify", "--db", str(db)], cwd=REPO,
+    verify = subprocess.run([sys.executable, "-m", "vidsift.app.cli", "verify", "--db", str(db)], cwd=REPO,
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
@@ -310,7 +310,7 @@ def test_a_read_only_database_or_a_file_as_database_gets_one_line_and_reads_stil
     import shutil
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "app.cli", *map(str, args)], cwd=REPO, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "vidsift.app.cli", *map(str, args)], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
 
     mount = tmp_path / "ro"

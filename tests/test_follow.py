@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.follow import FolderUnreachable, prune, scan_once
-from pipeline.watch import Follower, Settler, WatchConfig
-from pipeline.scans import ScanCounts, last_scans, record_scan
-from pipeline.storage import ListedFile
-from pipeline.store import FrameRows, SegmentRow, VideoRecord, VideoStore
+from vidsift.pipeline.follow import FolderUnreachable, prune, scan_once
+from vidsift.pipeline.watch import Follower, Settler, WatchConfig
+from vidsift.pipeline.scans import ScanCounts, last_scans, record_scan
+from vidsift.pipeline.storage import ListedFile
+from vidsift.pipeline.store import FrameRows, SegmentRow, VideoRecord, VideoStore
 from tests.conftest import REPO, make_video
 
 MODELS = {"alpha|random": "alpha_random_000001", "beta|random": "beta_random_000002"}
@@ -77,7 +77,7 @@ def archive(tmp_path):
 
 def test_prune_removes_only_files_gone_under_path_for_every_model(archive):
     store, folder, files = archive
-    from pipeline.store import Failure
+    from vidsift.pipeline.store import Failure
 
     store.record_failures("alpha|random", [Failure(str(folder / "broken.mp4"), "decode", "bad"),
                                            Failure(str(files["videos/b.mp4"]), "decode", "bad")])
@@ -175,9 +175,9 @@ class FakeIndexer:
         self.store, self.calls = store, []
 
     def __call__(self, paths):
-        from pipeline.indexing import JobReport
-        from pipeline.storage import list_inputs
-        from pipeline.store import Failure
+        from vidsift.pipeline.indexing import JobReport
+        from vidsift.pipeline.storage import list_inputs
+        from vidsift.pipeline.store import Failure
 
         self.calls.append(list(paths))
         listed = list_inputs(list(paths))
@@ -257,10 +257,10 @@ def test_watch_picks_up_a_file_written_slowly_by_another_process_only_once_compl
     """A real writer (another process) copies a video in pieces, pausing between them for longer
     than the watch takes between listings; the watch, on the real clock with the bundled
     shapes-tiny model, indexes it only after the copy ended, in full."""
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-    from pipeline.indexing import index_sequential
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+    from vidsift.pipeline.indexing import index_sequential
 
     source = tmp_path / "source.mp4"
     make_video(source, fps=10, durations=(2.0,))
@@ -339,7 +339,7 @@ TINY = ["--model", "shapes-tiny", "--no-ray", "--fps", "2", "--segments", "fixed
 
 
 def _main(argv, capfd):
-    from app.cli import main
+    from vidsift.app.cli import main
 
     code = main([str(a) for a in argv])
     out, err = capfd.readouterr()
@@ -376,7 +376,7 @@ def test_cli_watch_indexes_a_slow_copy_prunes_a_deletion_and_stops_on_sigterm(tm
     make_video(folder / "a.mp4", fps=10, durations=(2.0,))
     source = tmp_path / "source.mp4"
     make_video(source, fps=10, durations=(2.0,), pairs=[("green", "square")])
-    watcher = subprocess.Popen([sys.executable, "-m", "app.cli", "index", str(folder), "--db", str(db), *TINY,
+    watcher = subprocess.Popen([sys.executable, "-m", "vidsift.app.cli", "index", str(folder), "--db", str(db), *TINY,
                                 "--watch", "--settle", "3", "--poll", "0.2", "--json"],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipeline.store import VideoStore
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import REPO, make_video, run_cli
 
 TINY = ["--model", "shapes-tiny"]
@@ -54,7 +54,7 @@ def test_a_hanging_input_times_out_while_finished_videos_are_stored_within_secon
     stuck = folder / "stuck.mp4"
     make_video(stuck, fps=10, durations=(2.0,))
     db = tmp_path / "db"
-    job = subprocess.Popen([sys.executable, "-m", "app.cli", "index", str(folder), "--db", str(db),
+    job = subprocess.Popen([sys.executable, "-m", "vidsift.app.cli", "index", str(folder), "--db", str(db),
                             *TINY, "--video-timeout", "25", "--attempts", "1", "--json", *RUNNERS[runner]],
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "VIDSIFT_TEST_FAULT": "hang:stuck.mp4"})

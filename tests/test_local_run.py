@@ -11,13 +11,13 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-from pipeline.errors import InputError
-from pipeline.indexing import index_sequential
-from pipeline.jobs import JobLimits
-from pipeline.local_run import LocalOptions, run_local_job
-from pipeline.storage import list_inputs
-from pipeline.store import VideoStore
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from vidsift.pipeline.errors import InputError
+from vidsift.pipeline.indexing import index_sequential
+from vidsift.pipeline.jobs import JobLimits
+from vidsift.pipeline.local_run import LocalOptions, run_local_job
+from vidsift.pipeline.storage import list_inputs
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video, run_cli
 
 CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mode="fixed", window_s=2.0))
@@ -26,8 +26,8 @@ PAIRS = [("red", "circle"), ("blue", "square"), ("green", "star"), ("yellow", "t
 
 @pytest.fixture(scope="module")
 def tiny():
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     return ClipEncoder.from_spec(resolve_spec("shapes-tiny", None))
 
@@ -135,14 +135,14 @@ def _args(**kw):
     ({}, {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}, "ray"),
 ])
 def test_the_runner_is_ray_only_for_a_cluster_or_when_asked(kw, env, runner):
-    from app.commands.index import choose_runner
+    from vidsift.app.commands.index import choose_runner
 
     chosen, why = choose_runner(_args(**kw), env)
     assert chosen == runner and why
 
 
 def test_no_ray_with_an_address_is_refused():
-    from app.commands.index import choose_runner
+    from vidsift.app.commands.index import choose_runner
 
     with pytest.raises(InputError, match="--no-ray and --address"):
         choose_runner(_args(no_ray=True, address="auto"), {})

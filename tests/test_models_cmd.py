@@ -10,11 +10,11 @@ import shutil
 import lancedb
 import pytest
 
-from app.cli import main
-from models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from pipeline.archive_models import ArchiveModel, choose_spec, find_model
-from pipeline.errors import InputError
-from pipeline.store import MODELS_TABLE
+from vidsift.app.cli import main
+from vidsift.models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from vidsift.pipeline.archive_models import ArchiveModel, choose_spec, find_model
+from vidsift.pipeline.errors import InputError
+from vidsift.pipeline.store import MODELS_TABLE
 from tests.conftest import make_video, run_cli
 
 PAIRS = [("blue", "square"), ("red", "star"), ("yellow", "triangle"), ("white", "circle")]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import IndexConfig, SamplingConfig
-from pipeline.indexing import embed_video
+from vidsift.pipeline.config import IndexConfig, SamplingConfig
+from vidsift.pipeline.indexing import embed_video
 from tests.conftest import make_video
 
 
@@ -41,7 +41,7 @@ def test_frame_squares_are_pixel_identical_to_open_clip_transform(resize_mode, h
     gives exactly the pixels of open_clip's transform before ToTensor/Normalize."""
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from pipeline.frames import FrameTransform
+    from vidsift.pipeline.frames import FrameTransform
 
     cfg = {"size": 224, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic",
            "resize_mode": resize_mode}
@@ -58,7 +58,7 @@ def test_frame_squares_are_pixel_identical_to_open_clip_transform(resize_mode, h
 
 
 def test_an_empty_batch_of_frames_gives_empty_squares():
-    from pipeline.frames import FrameTransform
+    from vidsift.pipeline.frames import FrameTransform
 
     squares, thumbnails = FrameTransform(size=(224, 224)).squares_and_thumbnails(np.zeros((0, 360, 640, 3), np.uint8), 108)
     assert squares.shape == (0, 224, 224, 3) and thumbnails == []
@@ -70,9 +70,9 @@ def test_the_drivers_preprocess_config_is_the_loaded_models(name, pretrained):
     """The job's driver learns the preprocessing without reading the weights (a model built on
     torch's meta device); the decode tasks resize with it, so it must be exactly what the model the
     actors load says (shapes-tiny squashes, open_clip's models crop the shortest side)."""
-    from models.loading import load_model, preprocess_config
-    from models.registry import bundled
-    from models.spec import resolve_spec
+    from vidsift.models.loading import load_model, preprocess_config
+    from vidsift.models.registry import bundled
+    from vidsift.models.spec import resolve_spec
 
     if pretrained == "BUNDLED_FILE":  # a local checkpoint of a model with our own preprocessing
         pretrained = str(bundled("shapes-tiny").weights_path)
@@ -83,8 +83,8 @@ def test_the_drivers_preprocess_config_is_the_loaded_models(name, pretrained):
 
 
 def test_the_drivers_preprocess_config_fails_fast_on_missing_weights(tmp_path):
-    from models.loading import ModelUnavailableError, preprocess_config
-    from models.spec import resolve_spec
+    from vidsift.models.loading import ModelUnavailableError, preprocess_config
+    from vidsift.models.spec import resolve_spec
 
     with pytest.raises(ModelUnavailableError, match="does not exist"):
         preprocess_config(resolve_spec("ViT-B-32", str(tmp_path / "nope.safetensors")))
@@ -98,7 +98,7 @@ def test_both_runners_store_identical_rows_and_the_same_index_state(tmp_path, sm
     other column equal but the commit time), the same failure records and the same index state."""
     import json
 
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.store import VideoStore
     from tests.conftest import run_cli
 
     folder = tmp_path / "in"

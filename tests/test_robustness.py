@@ -10,12 +10,12 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline import interrupts
-from pipeline.config import IndexConfig
-from pipeline.decode import decode_video, plain_decoder_reason
-from pipeline.errors import InputError, Interrupted, StoreBusyError, VideoError
-from pipeline.frames import FrameTransform
-from pipeline.store import SegmentRow, VideoRecord, VideoStore, check_filter
+from vidsift.pipeline import interrupts
+from vidsift.pipeline.config import IndexConfig
+from vidsift.pipeline.decode import decode_video, plain_decoder_reason
+from vidsift.pipeline.errors import InputError, Interrupted, StoreBusyError, VideoError
+from vidsift.pipeline.frames import FrameTransform
+from vidsift.pipeline.store import SegmentRow, VideoRecord, VideoStore, check_filter
 from tests.conftest import make_video
 
 TRANSFORM = FrameTransform.from_preprocess_cfg({"size": 64, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
@@ -78,11 +78,11 @@ class _FlakyReader:
 
 @pytest.mark.parametrize("decord_does", ["raises its C++ text", "one frame", "2.5 s", "fails mid-way"])
 def test_whatever_decord_makes_of_a_truncated_file_the_answer_is_the_same(truncated_avi, monkeypatch, decord_does):
-    import pipeline.decode as decode
+    import vidsift.pipeline.decode as decode
 
     want = _outcome(truncated_avi)
 
-    def fake_open(path):
+    def fake_open(path, size=None):
         if decord_does == "raises its C++ text":
             raise VideoError(path, "open", decode._clean_decord_message(RuntimeError(
                 "[12:00:00] /github/workspace/src/video/video_reader.cc:83: ERROR opening: x, Invalid data found")))
@@ -109,7 +109,7 @@ def test_decoder_messages_become_words_without_codes_or_source_paths(raw, words)
 
 def test_files_that_are_no_video_fail_before_decord_sees_them(tmp_path, monkeypatch):
     """decord prints `ERROR opening` on stderr for these before raising: it is never asked."""
-    import pipeline.decode as decode
+    import vidsift.pipeline.decode as decode
 
     good = tmp_path / "good.mp4"
     make_video(good, fps=10, durations=(2.0,))
@@ -117,7 +117,7 @@ def test_files_that_are_no_video_fail_before_decord_sees_them(tmp_path, monkeypa
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # MP4: its index (moov) comes last
     (tmp_path / "text.mp4").write_text("not a video\n" * 50)
     called = []
-    monkeypatch.setattr(decode, "_open_decord", lambda path: called.append(path))
+    monkeypatch.setattr(decode, "_open_decord", lambda path, size=None: called.append(path))
     assert _outcome(tmp_path / "cut.mp4") == ("open: its MP4 index (moov atom) is missing: the file is truncated or "
                                              "was never finished")
     assert _outcome(tmp_path / "text.mp4").startswith("open: not a readable video")
@@ -127,7 +127,7 @@ def test_files_that_are_no_video_fail_before_decord_sees_them(tmp_path, monkeypa
 def test_symbolic_links_that_lead_nowhere_are_listed_as_the_links_themselves(tmp_path):
     """`Path.resolve()` raised on a loop (Python 3.11), stopping the whole listing; a dangling
     link came back as its target's path. The app still lists with `discover`."""
-    from pipeline.sources import discover, identify
+    from vidsift.pipeline.sources import discover, identify
 
     make_video(tmp_path / "real.mp4", fps=10, durations=(2.0,))
     (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
@@ -173,7 +173,7 @@ def _store_with_paths(tmp_path, paths: list[str], tags: list[list[str]]) -> Vide
 
 
 def test_filters_are_whole_expressions_and_the_apps_filters_are_escaped(tmp_path):
-    from app.service import VidsiftService
+    from vidsift.app.service import VidsiftService
 
     paths = ["/v/it's/a.mp4", "/v/back\\slash/b.mp4", "/v/per%cent_/c.mp4", '/v/dq"uote/d.mp4', "/v/plain/e.mp4",
              "/v/ünï/f.mp4"]
@@ -228,7 +228,7 @@ def test_a_signal_during_a_write_waits_for_the_write_and_the_next_safe_point():
 
 
 def test_the_writer_lock_is_reentrant_for_its_thread_only(tmp_path):
-    from pipeline.lock import writer_lock
+    from vidsift.pipeline.lock import writer_lock
 
     db = str(tmp_path / "db")
     outcome = []
@@ -241,7 +241,7 @@ def test_the_writer_lock_is_reentrant_for_its_thread_only(tmp_path):
 
 
 def _try_lock(db: str) -> str:
-    from pipeline.lock import writer_lock
+    from vidsift.pipeline.lock import writer_lock
 
     try:
         with writer_lock(db):

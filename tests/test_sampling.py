@@ -4,11 +4,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-from pipeline.decode import decode_video, open_video, probe
-from pipeline.frames import FrameTransform
-from pipeline.sampling import plan_frame_indices
-from pipeline.segments import build_segments, fixed_windows
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from vidsift.pipeline.decode import decode_video, open_video, probe
+from vidsift.pipeline.frames import FrameTransform
+from vidsift.pipeline.sampling import plan_frame_indices
+from vidsift.pipeline.segments import build_segments, fixed_windows
 from tests.conftest import make_video
 
 TRANSFORM = FrameTransform(size=(32, 32), resize_mode="squash")

@@ -18,7 +18,7 @@ STAR_SCENE = (3.0, 6.0)  # red_star.mp4: a green circle for 3 s, then a red star
 
 def _main(argv, capfd):
     """`app.cli.main` in this process: status, stdout, stderr lines."""
-    from app.cli import main
+    from vidsift.app.cli import main
 
     code = main([str(a) for a in argv])
     out, err = capfd.readouterr()
@@ -48,7 +48,7 @@ def _write_clip(path, frames, fps=10):
 def archive(tmp_path_factory):
     from PIL import Image
 
-    from app.cli import main
+    from vidsift.app.cli import main
 
     root = tmp_path_factory.mktemp("search-example")
     videos = root / "videos"
@@ -151,9 +151,9 @@ def test_image_vector_takes_grey_and_rgba_like_rgb(archive):
     """The app hands arrays (grey, RGB, RGBA); they embed as the RGB picture they show."""
     from PIL import Image
 
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
-    from pipeline.search import image_vector, read_image
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.search import image_vector, read_image
 
     encoder = ClipEncoder.from_spec(resolve_spec("shapes-tiny"))
     rgb = read_image(str(archive["image"]))

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-from pipeline.errors import StoreBusyError
-from pipeline.indexing import index_sequential, resegment_store
-from pipeline.search import merge_scene_pieces, search_vector
-from pipeline.segments import build_segments, detect_cuts
-from pipeline.store import VideoStore
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from vidsift.pipeline.errors import StoreBusyError
+from vidsift.pipeline.indexing import index_sequential, resegment_store
+from vidsift.pipeline.search import merge_scene_pieces, search_vector
+from vidsift.pipeline.segments import build_segments, detect_cuts
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video, writer_held_by_another_process
 
 

@@ -6,13 +6,13 @@ measure them on the full sets.
 """
 import pytest
 
-from models.encoder import ClipEncoder
-from models.spec import resolve_spec
-from pipeline.config import IndexConfig, SegmentConfig
-from pipeline.evaluation import evaluate_archive, full_report, load_manifest
-from pipeline.indexing import index_sequential, resegment_store
-from pipeline.store import VideoStore
-from pipeline.synth import synthesize_archive
+from vidsift.models.encoder import ClipEncoder
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.config import IndexConfig, SegmentConfig
+from vidsift.pipeline.evaluation import evaluate_archive, full_report, load_manifest
+from vidsift.pipeline.indexing import index_sequential, resegment_store
+from vidsift.pipeline.store import VideoStore
+from vidsift.pipeline.synth import synthesize_archive
 
 SEED = 99_001  # training used 1001 (train) and 2002 (validation)
 SIZES = ((160, 120), (320, 180), (426, 240), (640, 360), (1280, 720))

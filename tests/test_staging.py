@@ -9,11 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-from pipeline.indexing import JobReport, Unchanged, encode_now, index_sequential, plan_listing, process_video
-from pipeline.staging import Committer, StagedVideo, StagedWriter, prepare_target
-from pipeline.storage import list_inputs
-from pipeline.store import VideoStore
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from vidsift.pipeline.indexing import JobReport, Unchanged, encode_now, index_sequential, plan_listing, process_video
+from vidsift.pipeline.staging import Committer, StagedVideo, StagedWriter, prepare_target
+from vidsift.pipeline.storage import list_inputs
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video
 
 CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mode="fixed", window_s=2.0))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError, VideoError
-from pipeline.sources import content_hash, discover
-from pipeline.storage import (ListedFile, StorageError, explain_storage_error, is_remote, list_inputs,
+from vidsift.pipeline.errors import InputError, VideoError
+from vidsift.pipeline.sources import content_hash, discover
+from vidsift.pipeline.storage import (ListedFile, StorageError, explain_storage_error, is_remote, list_inputs,
                               parse_storage_options, readable_copy, stat_input)
 from tests.conftest import make_video
 from tests.s3_server import dead_endpoint

@@ -4,11 +4,11 @@ import shutil
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-from pipeline.indexing import index_sequential
-from pipeline.search import search_vector
-from pipeline.sources import discover
-from pipeline.store import VideoStore
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from vidsift.pipeline.indexing import index_sequential
+from vidsift.pipeline.search import search_vector
+from vidsift.pipeline.sources import discover
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video, writer_held_by_another_process
 
 CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mode="fixed", window_s=2.0))
@@ -79,8 +79,8 @@ def test_a_file_that_breaks_keeps_its_previous_rows_and_records_the_failure(tmp_
 
 
 def test_models_never_share_a_table(tmp_path, random_vit, small_archive):
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     other = ClipEncoder.from_spec(resolve_spec("RN50", "none"))
     store = VideoStore(str(tmp_path / "db"))
@@ -122,7 +122,7 @@ def test_search_per_video_and_filters(tmp_path, random_vit, small_archive):
 @pytest.mark.parametrize("kind", ["ivf_sq", "ivf_pq"])
 def test_ann_index_is_built_and_searched(tmp_path, kind):
     """Plumbing of `--build-index`: an ANN index over the segments (IVF_SQ by default), used unless --exact."""
-    from pipeline.store import VectorIndexConfig
+    from vidsift.pipeline.store import VectorIndexConfig
 
     rng = np.random.default_rng(0)
     store = VideoStore(str(tmp_path / "db"), vector_index=VectorIndexConfig(kind=kind))
@@ -158,7 +158,7 @@ def test_fast_arrow_conversion_equals_the_row_by_row_reference():
     ``pyarrow.Table.from_pylist`` makes from plain lists (the reference path)."""
     import pyarrow as pa
 
-    from pipeline.store import frames_schema, to_arrow
+    from vidsift.pipeline.store import frames_schema, to_arrow
 
     rng = np.random.default_rng(0)
     rows = [{"frame_id": f"v:{i}", "video_id": "v", "frame_index": i, "time": i * 0.5, "thumbnail": b"jpg",
@@ -169,7 +169,7 @@ def test_fast_arrow_conversion_equals_the_row_by_row_reference():
 
 
 def _record(video_id: str, path: str, n_segments: int, rng, dim: int = 8):
-    from pipeline.store import FrameRows, SegmentRow, VideoRecord
+    from vidsift.pipeline.store import FrameRows, SegmentRow, VideoRecord
 
     unit = lambda: (v := rng.normal(size=dim).astype(np.float32)) / np.linalg.norm(v)  # noqa: E731
     return VideoRecord(
@@ -234,7 +234,7 @@ def test_a_second_indexing_job_on_the_same_database_is_refused_clearly(tmp_path,
     """New videos are appended, so two jobs indexing the same file at once would store it twice:
     while one job holds a local database, another fails at once with a message, and nothing is
     written; once the first is done, the second runs."""
-    from pipeline.errors import StoreBusyError
+    from vidsift.pipeline.errors import StoreBusyError
 
     store = VideoStore(str(tmp_path / "db"))
     paths = discover([str(small_archive)])
@@ -254,7 +254,7 @@ def _old_style(db) -> None:
     the columns ``suffix``, ``model``, ``dim`` only (rows kept)."""
     import lancedb
 
-    from pipeline.store import MODELS_TABLE
+    from vidsift.pipeline.store import MODELS_TABLE
 
     conn = lancedb.connect(str(db))
     rows = conn.open_table(MODELS_TABLE).to_arrow().select(["suffix", "model", "dim"])
@@ -264,8 +264,8 @@ def _old_style(db) -> None:
 
 
 def test_the_archive_records_how_to_load_each_model_and_one_default(tmp_path):
-    from models.spec import ModelSpec
-    from pipeline.errors import InputError
+    from vidsift.models.spec import ModelSpec
+    from vidsift.pipeline.errors import InputError
 
     rng = np.random.default_rng(0)
     store = VideoStore(str(tmp_path / "db"))
@@ -298,8 +298,8 @@ def test_the_archive_records_how_to_load_each_model_and_one_default(tmp_path):
 
 
 def test_an_archive_from_before_defaults_opens_and_gets_one_on_its_next_write(tmp_path):
-    from models.spec import ModelSpec
-    from pipeline.errors import InputError
+    from vidsift.models.spec import ModelSpec
+    from vidsift.pipeline.errors import InputError
 
     rng = np.random.default_rng(1)
     db = tmp_path / "db"
@@ -325,8 +325,8 @@ def test_an_archive_from_before_defaults_opens_and_gets_one_on_its_next_write(tm
 
 
 def test_a_checkpoint_path_an_old_archive_never_recorded_is_asked_for_then_learnt(tmp_path):
-    from models.spec import ModelSpec
-    from pipeline.errors import InputError
+    from vidsift.models.spec import ModelSpec
+    from vidsift.pipeline.errors import InputError
 
     db = tmp_path / "db"
     checkpoint = tmp_path / "tuned.safetensors"

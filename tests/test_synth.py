@@ -23,8 +23,8 @@ if str(REPO) not in sys.path:  # the project is not pip-installed in every check
 
 # pipeline.synth must be imported before decord (see the module's note on libvpx); the
 # subprocess test below checks that the opposite order still works.
-from pipeline import synth
-from pipeline.shapes_world import (
+from vidsift.pipeline import synth
+from vidsift.pipeline.shapes_world import (
     BACKGROUNDS,
     COLOURS,
     HELDOUT,
@@ -35,7 +35,7 @@ from pipeline.shapes_world import (
     label,
     parse_label,
 )
-from pipeline.synth import SceneSpec, VideoSpec
+from vidsift.pipeline.synth import SceneSpec, VideoSpec
 
 import decord  # noqa: E402
 
@@ -215,7 +215,7 @@ def test_webm_works_when_decord_was_imported_first(tmp_path):
     """decord's libvpx shadows PyAV's if decord loads first; render_video must still work."""
     code = (
         "import decord, sys\n"
-        "from pipeline.synth import SceneSpec, VideoSpec, render_video, _vp9_encoder_usable\n"
+        "from vidsift.pipeline.synth import SceneSpec, VideoSpec, render_video, _vp9_encoder_usable\n"
         "v = VideoSpec([SceneSpec('green', 'star', 2.0)], 160, 120, 10, 'webm')\n"
         "e = render_video(sys.argv[1], v)\n"
         "vr = decord.VideoReader(sys.argv[1])\n"

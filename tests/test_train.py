@@ -15,11 +15,11 @@ import pytest
 import torch
 
 # pipeline.synth must be imported before decord (see its module notes on libvpx).
-from pipeline import synth
-from pipeline.shapes_world import HELDOUT, all_labels, caption_variants, label
-from models.registry import bundled
-from models.spec import ModelSpec
-from models.train import (
+from vidsift.pipeline import synth
+from vidsift.pipeline.shapes_world import HELDOUT, all_labels, caption_variants, label
+from vidsift.models.registry import bundled
+from vidsift.models.spec import ModelSpec
+from vidsift.models.train import (
     Collate,
     DistinctGroupBatchSampler,
     TrainConfig,
@@ -127,7 +127,7 @@ def test_train_checkpoint_resume_export(tmp_path):
     import open_clip
     from safetensors.torch import load_file
 
-    from models.encoder import ClipEncoder
+    from vidsift.models.encoder import ClipEncoder
 
     data, val = TinySet(), _tiny_val()
     full = train(_cfg(tmp_path), data, val)
@@ -170,7 +170,7 @@ def test_evaluate_reports_splits():
 
 
 def test_training_data_from_archive_and_csv(tmp_path):
-    from pipeline.training_data import (
+    from vidsift.pipeline.training_data import (
         CaptionCSVFrames, ShapesWorldFrames, load_training_set, scene_times, shapes_val_set)
 
     manifest = synth.synthesize_archive(tmp_path / "a", 2, seed=5, n_scenes=2, scene_len=(2.0, 2.5),
@@ -208,9 +208,9 @@ BUNDLED = bundled("shapes-tiny")
 
 def test_bundled_weights_recognise_fresh_shapes(tmp_path):
     """Fresh renders (a seed never used in training) through the real decode + preprocessing path."""
-    from models.encoder import ClipEncoder
-    from pipeline.frames import FrameTransform
-    from pipeline.training_data import decode_at, manifest_scenes
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.pipeline.frames import FrameTransform
+    from vidsift.pipeline.training_data import decode_at, manifest_scenes
 
     assert BUNDLED.weights_path.stat().st_size < 30e6
     synth.synthesize_archive(tmp_path / "fresh", 8, seed=424242, n_scenes=4, scene_len=(2.0, 2.5),
@@ -233,7 +233,7 @@ def test_bundled_weights_recognise_fresh_shapes(tmp_path):
     assert heldout.sum() >= 4 and float((predicted == truth)[heldout].mean()) >= 0.5
 
     # The app's zero-shot path (prompt-template ensemble) agrees.
-    from pipeline.classify import ZeroShotClassifier
+    from vidsift.pipeline.classify import ZeroShotClassifier
 
     ensemble = ZeroShotClassifier(encoder, labels).probabilities(encoder.encode_pixels(np.stack(pixels)))
     assert float((ensemble.argmax(1) == truth)[~heldout].mean()) >= 0.9

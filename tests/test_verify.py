@@ -8,10 +8,10 @@ import lance
 import numpy as np
 import pytest
 
-from pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
-from pipeline.indexing import index_sequential
-from pipeline.store import Failure, SegmentRow, VideoRecord, VideoStore, frames_schema, segments_schema, to_arrow
-from pipeline.verify import verify_store
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
+from vidsift.pipeline.indexing import index_sequential
+from vidsift.pipeline.store import Failure, SegmentRow, VideoRecord, VideoStore, frames_schema, segments_schema, to_arrow
+from vidsift.pipeline.verify import verify_store
 from tests.conftest import make_video, run_cli
 
 CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mode="fixed", window_s=2.0))
@@ -19,8 +19,8 @@ CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mo
 
 @pytest.fixture(scope="module")
 def tiny():
-    from models.encoder import ClipEncoder
-    from models.spec import resolve_spec
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.models.spec import resolve_spec
 
     return ClipEncoder.from_spec(resolve_spec("shapes-tiny", None, "cpu", "fp32"))
 

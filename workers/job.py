@@ -28,19 +28,22 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from models.spec import ModelSpec
-from pipeline import interrupts
-from pipeline.config import IndexConfig
-from pipeline.errors import InputError, Interrupted, StoreWriteError
-from pipeline.indexing import ArchiveFailed, Failed, JobReport, Probed, Unchanged, WorkItem, plan_listing
-from pipeline.jobs import Attempt, JobLimits, SafeWriter, open_writer, retry_or_fail, upkeep_ann_index
-from pipeline.staging import StagedVideo
-from pipeline.storage import ListedFile, stat_input
-from pipeline.store import VideoStore
+from vidsift.models.spec import ModelSpec
+from vidsift.pipeline import interrupts
+from vidsift.pipeline.config import IndexConfig
+from vidsift.pipeline.errors import InputError, Interrupted, StoreWriteError
+from vidsift.pipeline.indexing import JobReport, Probed, WorkItem, plan_listing
+from vidsift.pipeline.jobs import (Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail,
+                                  upkeep_ann_index)
+from vidsift.pipeline.storage import ListedFile, stat_input
+from vidsift.pipeline.store import VideoStore
 
 from .tasks import EmbedActor, Started, video_task
 
@@ -81,6 +84,19 @@ class ClusterConfig:
                          seconds_per_frame=self.seconds_per_frame, batch_size=self.batch_size)
 
 
+def _code_for_workers() -> Path:
+    """A copy of ``vidsift/`` (models, pipeline, workers) to ship to a cluster's workers: Ray's
+    ``py_modules`` imports a folder by its own name, and the source folders are named ``pipeline``
+    and so on, not ``vidsift.pipeline``."""
+    from vidsift import models, pipeline, workers
+
+    code = Path(tempfile.mkdtemp(prefix="vidsift-code-")) / "vidsift"
+    for package in (models, pipeline, workers):
+        shutil.copytree(os.path.dirname(package.__file__), code / package.__name__.rsplit(".", 1)[1],
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return code
+
+
 def _init_ray(cluster: ClusterConfig):
     import warnings
 
@@ -96,12 +112,14 @@ def _init_ray(cluster: ClusterConfig):
         if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
             # Ship our code to the cluster's workers; their Python environment supplies the
             # dependencies. (Inside a Ray Job the job's own --working-dir already does.)
-            import models
-            import pipeline
-            import workers
-
-            kwargs["runtime_env"] = {"py_modules": [os.path.dirname(m.__file__) for m in (models, pipeline, workers)]}
-        ray.init(address=address, **kwargs)
+            code = _code_for_workers()
+            kwargs["runtime_env"] = {"py_modules": [str(code)]}
+            try:
+                ray.init(address=address, **kwargs)  # uploads the code: the copy is no longer needed after
+            finally:
+                shutil.rmtree(code.parent, ignore_errors=True)
+        else:
+            ray.init(address=address, **kwargs)
     else:  # a fresh local instance, never a cluster that `ray start` left on this machine
         ray.init(address="local", num_cpus=cluster.num_cpus, **kwargs)
     # Ray's driver answers SIGTERM by aborting (exit 134, a native stack dump, finished videos not
@@ -166,7 +184,7 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list, config: Index
 def _run(store: VideoStore, spec: ModelSpec, listed: list[ListedFile], config: IndexConfig,
          cluster: ClusterConfig, build_index: bool, progress: bool, storage_options: dict,
          report: JobReport) -> JobReport:
-    from models.loading import model_outline
+    from vidsift.models.loading import model_outline
 
     suffix = spec.table_suffix
     known = store.indexed_files(suffix)
@@ -262,15 +280,7 @@ class _Coordinator:
             attempt.probed(message.duration, self.limits, self.config.sampling)
             return 0
         del self.in_flight[generator]
-        if isinstance(message, StagedVideo):
-            self.writer.add(message)
-            self.report.mark_startup(self.report.frames)  # the first video's frames are start-up's
-        elif isinstance(message, Unchanged):
-            self.writer.unchanged(message.video_id, message.mtime_ns)
-        elif isinstance(message, Failed):
-            self.writer.fail(attempt.item.path, message.stage, message.reason)
-        elif isinstance(message, ArchiveFailed):  # the archive cannot take rows: no other video can either
-            raise StoreWriteError(f"{self.writer.uri}: {message.reason}")
+        record_outcome(message, attempt, self.writer, self.report)
         return 1
 
     def _expire(self, queue) -> int:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.spec import ModelSpec
-from pipeline import faults
-from pipeline.config import IndexConfig
-from pipeline.indexing import ArchiveFailed, Failed, WorkItem, run_video  # noqa: F401 - the task's messages
-from pipeline.staging import StagingTarget
+from vidsift.models.spec import ModelSpec
+from vidsift.pipeline import faults
+from vidsift.pipeline.config import IndexConfig
+from vidsift.pipeline.indexing import ArchiveFailed, Failed, WorkItem, run_video  # noqa: F401 - the task's messages
+from vidsift.pipeline.staging import StagingTarget
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class EmbedActor:
     def __init__(self, spec: dict, threads: int):
         import torch
 
-        from models.encoder import ClipEncoder
+        from vidsift.models.encoder import ClipEncoder
 
         torch.set_num_threads(max(1, threads))
         self.encoder = ClipEncoder.from_spec(ModelSpec(**spec))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import InputError
-from pipeline.errors import EXIT_OK
+from vidsift.pipeline.errors import InputError
+from vidsift.pipeline.errors import EXIT_OK
 
 from .common import (Command, add_common, add_db, add_json, add_segmentation, add_storage, emit, segment_config,
                      spec_of, storage_options)
@@ -18,7 +18,7 @@ def add_status_arguments(p) -> None:
 
 
 def status(args) -> int:
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.store import VideoStore
 
     if "://" not in args.db and not Path(args.db).exists():
         emit(args, {"db": args.db, "models": [], "failures": []}, f"{args.db}: nothing indexed yet")
@@ -51,8 +51,8 @@ def add_verify_arguments(p) -> None:
 
 
 def verify(args) -> int:
-    from pipeline.store import VideoStore
-    from pipeline.verify import format_report, verify_store
+    from vidsift.pipeline.store import VideoStore
+    from vidsift.pipeline.verify import format_report, verify_store
 
     if "://" not in args.db and not Path(args.db).is_dir():
         raise InputError(f"{args.db}: no database here" + (" (it is a file)" if Path(args.db).exists() else ""))
@@ -69,10 +69,10 @@ def add_calibrate_arguments(p) -> None:
 
 
 def calibrate(args) -> int:
-    from models.encoder import ClipEncoder
-    from pipeline.confidence import fit_calibration, format_calibration
-    from pipeline.search import require_indexed
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.pipeline.confidence import fit_calibration, format_calibration
+    from vidsift.pipeline.search import require_indexed
+    from vidsift.pipeline.store import VideoStore
 
     store = VideoStore(args.db, storage_options=storage_options(args))
     spec = spec_of(args)
@@ -89,9 +89,9 @@ def add_resegment_arguments(p) -> None:
 
 
 def resegment(args) -> int:
-    from pipeline.indexing import resegment_store
-    from pipeline.search import require_indexed
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.indexing import resegment_store
+    from vidsift.pipeline.search import require_indexed
+    from vidsift.pipeline.store import VideoStore
 
     store = VideoStore(args.db, storage_options=storage_options(args))
     spec = spec_of(args)

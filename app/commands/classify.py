@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.errors import EXIT_OK
+from vidsift.pipeline.errors import EXIT_OK
 
 from .common import Command, add_common, add_sampling, emit, index_config, spec_of, storage_options
 
@@ -25,12 +25,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from models.encoder import ClipEncoder
-    from pipeline import label_sets
-    from pipeline.classify import (ZeroShotClassifier, classify_clip, format_classification, parse_labels,
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.pipeline import label_sets
+    from vidsift.pipeline.classify import (ZeroShotClassifier, classify_clip, format_classification, parse_labels,
                                    parse_templates)
-    from pipeline.confidence import calibration_for
-    from pipeline.errors import VideoError
+    from vidsift.pipeline.confidence import calibration_for
+    from vidsift.pipeline.errors import VideoError
 
     if args.label_set and not (args.labels or args.labels_file):
         labels = label_sets.load(args.label_set)

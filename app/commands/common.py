@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from vidsift.models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 DEFAULT_DB = "vidsift.lance"
 
@@ -103,7 +103,7 @@ def spec_of(args, db: str | None = None):
     """The model a command uses: what ``--model``/``--pretrained`` name, completed from the models
     the database ``db`` (default ``--db``) was indexed with (``pipeline.archive_models.choose_spec``):
     with neither flag, its default model; a new or empty database: ViT-B-32 with LAION weights."""
-    from pipeline.archive_models import choose_spec
+    from vidsift.pipeline.archive_models import choose_spec
 
     db = db or args.db
     models = archive_models(db, args)
@@ -117,13 +117,13 @@ def archive_models(db: str, args) -> list:
 
     if "://" not in db and not (Path(db) / "models.lance").exists():
         return []
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.store import VideoStore
 
     return VideoStore(db, storage_options=storage_options(args)).archive_models()
 
 
 def segment_config(args):
-    from pipeline.config import SegmentConfig
+    from vidsift.pipeline.config import SegmentConfig
 
     return SegmentConfig(mode=args.segments, window_s=args.window, min_scene_s=args.min_scene,
                          max_scene_s=args.max_scene, cut_threshold=args.cut_threshold,
@@ -131,7 +131,7 @@ def segment_config(args):
 
 
 def index_config(args):
-    from pipeline.config import IndexConfig, SamplingConfig
+    from vidsift.pipeline.config import IndexConfig, SamplingConfig
 
     sampling = SamplingConfig(fps=None, frames=args.frames) if args.frames is not None \
         else SamplingConfig(fps=args.fps if args.fps is not None else 1.0)
@@ -149,7 +149,7 @@ def emit(args, payload, human: str) -> None:
 
 
 def storage_options(args) -> dict:
-    from pipeline.storage import parse_storage_options
+    from vidsift.pipeline.storage import parse_storage_options
 
     return parse_storage_options(args.storage_options)
 

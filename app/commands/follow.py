@@ -51,8 +51,8 @@ def run(args, index_once, render=None, spec=None) -> int:
     """Index ``args.inputs`` through ``index_once(paths) -> JobReport`` (which prints nothing),
     pruning first with --prune, or follow them with --watch. ``render(report) -> (payload, lines)``
     is the index command's own output (default: ``describe``). Call it holding the writer lock."""
-    from pipeline.follow import scan_once
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.follow import scan_once
+    from vidsift.pipeline.store import VideoStore
 
     spec = spec or spec_of(args)
     options = storage_options(args)
@@ -79,9 +79,9 @@ def _removed_line(path: str, models: list[str]) -> str:
 
 
 def _watch(args, store, spec, options, index_once) -> int:
-    from pipeline.errors import Interrupted
-    from pipeline.follow import list_root, root_of
-    from pipeline.watch import Action, Follower, WatchConfig, watch
+    from vidsift.pipeline.errors import Interrupted
+    from vidsift.pipeline.follow import list_root, root_of
+    from vidsift.pipeline.watch import Action, Follower, WatchConfig, watch
 
     for item in args.inputs:  # a typo or a missing drive at the start: say so, do not wait for it
         list_root(root_of(item), options)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from pipeline import interrupts
-from pipeline.errors import InputError, Interrupted
+from vidsift.pipeline import interrupts
+from vidsift.pipeline.errors import InputError, Interrupted
 
 from . import follow
 from .common import Command, add_common, add_sampling, index_config, spec_of, stdout_for_json_only, storage_options
@@ -65,7 +65,7 @@ NUMBERS = {
 
 
 def run(args) -> int:
-    from pipeline.lock import writer_lock
+    from vidsift.pipeline.lock import writer_lock
 
     config = _decoding(args, index_config(args))
     # The database is held first, before anything slow (imports, Ray, the model, listing): a
@@ -111,8 +111,8 @@ def choose_runner(args, environ=os.environ) -> tuple[str, str]:
 
 def _index_report(args, config, spec, inputs: list[str]):
     """Index ``inputs`` (the command's, or the files a --watch found settled): the JobReport."""
-    from pipeline.storage import list_inputs
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.storage import list_inputs
+    from vidsift.pipeline.store import VideoStore
 
     options = storage_options(args)
     runner, why = choose_runner(args)
@@ -121,8 +121,8 @@ def _index_report(args, config, spec, inputs: list[str]):
     store.remember_spec(spec)  # a checkpoint's path beside its hash: later commands need no --pretrained
     progress = not (args.quiet or args.json)
     if runner == "local":
-        from pipeline.jobs import JobLimits
-        from pipeline.local_run import LocalOptions, run_local_job
+        from vidsift.pipeline.jobs import JobLimits
+        from vidsift.pipeline.local_run import LocalOptions, run_local_job
 
         local = LocalOptions(limits=JobLimits(attempts=args.attempts, video_timeout_s=args.video_timeout,
                                               batch_size=args.batch_size),
@@ -131,7 +131,7 @@ def _index_report(args, config, spec, inputs: list[str]):
         with stdout_for_json_only(args):
             report = run_local_job(store, spec, listed, config, local)
     else:
-        from workers.job import ClusterConfig, run_index_job
+        from vidsift.workers.job import ClusterConfig, run_index_job
 
         cluster = ClusterConfig(address=args.address, num_cpus=args.num_cpus, embed_actors=args.embed_workers,
                                 embed_threads=args.embed_threads, batch_size=args.batch_size,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import EXIT_OK, InputError
+from vidsift.pipeline.errors import EXIT_OK, InputError
 
 from .common import Command, add_db, add_json, add_storage, emit, storage_options
 
@@ -45,8 +45,8 @@ def _table(db: str, models: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from pipeline.archive_models import find_model, label
-    from pipeline.store import VideoStore
+    from vidsift.pipeline.archive_models import find_model, label
+    from vidsift.pipeline.store import VideoStore
 
     exists = "://" in args.db or Path(args.db).exists()
     if not exists and args.default is None:

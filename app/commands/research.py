@@ -6,7 +6,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from pipeline.errors import EXIT_OK
+from vidsift.pipeline.errors import EXIT_OK
 
 from .common import DEFAULT_DB, Command, add_common, add_json, add_sampling, emit, index_config, spec_of
 
@@ -24,10 +24,10 @@ def add_eval_arguments(p) -> None:
 
 
 def evaluate(args) -> int:
-    from models.encoder import ClipEncoder
-    from pipeline.evaluation import full_report, load_manifest, msrvtt_report, read_msrvtt_csv
-    from pipeline.indexing import index_sequential, resegment_store
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.pipeline.evaluation import full_report, load_manifest, msrvtt_report, read_msrvtt_csv
+    from vidsift.pipeline.indexing import index_sequential, resegment_store
+    from vidsift.pipeline.store import VideoStore
 
     config = index_config(args)
     is_csv = args.manifest.lower().endswith(".csv")
@@ -49,7 +49,7 @@ def evaluate(args) -> int:
     poolings = ["mean", "qs"] if args.pooling == "both" else [args.pooling]
     labels = None
     if args.labels_file:
-        from pipeline.classify import parse_labels
+        from vidsift.pipeline.classify import parse_labels
 
         labels = parse_labels(file=args.labels_file)
     interval = 1.0 / config.sampling.fps if config.sampling.fps else None
@@ -64,8 +64,8 @@ def evaluate(args) -> int:
                 "db": db, "failed_to_index": len(report.failures)}
     payload, human = {"settings": settings, "results": results}, format_eval(settings, results)
     if not is_csv:  # the "no match" decision on a shapes-world manifest
-        from pipeline.confidence import load_calibration
-        from pipeline.evaluation import format_no_match, no_match_report
+        from vidsift.pipeline.confidence import load_calibration
+        from vidsift.pipeline.evaluation import format_no_match, no_match_report
 
         payload["no_match"] = no_match_report(store, encoder, videos, load_calibration(store, encoder), labels=labels)
         human += "\n" + format_no_match(payload["no_match"])
@@ -114,7 +114,7 @@ def add_synth_arguments(p) -> None:
 
 
 def synth(args) -> int:
-    from pipeline.synth import CONTAINERS, synthesize_archive  # imports PyAV before decord (VP9 clash)
+    from vidsift.pipeline.synth import CONTAINERS, synthesize_archive  # imports PyAV before decord (VP9 clash)
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     unknown = set(formats) - set(CONTAINERS)
@@ -153,10 +153,10 @@ def add_train_arguments(p) -> None:
 
 
 def train(args) -> int:
-    from models.registry import register_bundled_configs
-    from models.train import TrainConfig, train as train_model
-    from pipeline.classify import DEFAULT_TEMPLATES
-    from pipeline.training_data import load_training_set, shapes_val_set
+    from vidsift.models.registry import register_bundled_configs
+    from vidsift.models.train import TrainConfig, train as train_model
+    from vidsift.pipeline.classify import DEFAULT_TEMPLATES
+    from vidsift.pipeline.training_data import load_training_set, shapes_val_set
 
     dataset = load_training_set(args.data, progress=not args.json)
     val = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pipeline.errors import EXIT_OK, InputError
+from vidsift.pipeline.errors import EXIT_OK, InputError
 
 from .common import Command, add_common, emit, spec_of, storage_options
 
@@ -60,13 +60,13 @@ def query_kind(args) -> str:
 
 
 def run(args) -> int:
-    from pipeline.search import MAX_K, require_indexed
+    from vidsift.pipeline.search import MAX_K, require_indexed
 
     kind = query_kind(args)
     if not 1 <= args.k <= MAX_K:
         raise InputError(f"k must be an integer between 1 and {MAX_K}, got {args.k}")
     if args.where is not None:
-        from pipeline.store import check_filter
+        from vidsift.pipeline.store import check_filter
 
         try:  # what can be told without the table (';', parentheses), before the model loads
             check_filter(args.where)
@@ -74,11 +74,11 @@ def run(args) -> int:
             raise InputError(f"Bad filter {args.where!r}: {exc}") from None
     example, pixels = None, None
     if kind == "image":  # a bad example file fails before the model loads
-        from pipeline.search import read_image
+        from vidsift.pipeline.search import read_image
 
         example, pixels = {"kind": "image", "path": os.path.abspath(args.image)}, read_image(args.image)
     elif kind == "clip":
-        from pipeline.search import check_clip
+        from vidsift.pipeline.search import check_clip
 
         example = {"kind": "clip", "path": os.path.abspath(args.clip)}
         check_clip(example["path"])
@@ -87,8 +87,8 @@ def run(args) -> int:
         if answered is not None:
             emit(args, *answered)
             return EXIT_OK
-    from models.encoder import ClipEncoder
-    from pipeline.store import VideoStore
+    from vidsift.models.encoder import ClipEncoder
+    from vidsift.pipeline.store import VideoStore
 
     # One search: the catalog would not pay for itself.
     store = VideoStore(args.db, storage_options=storage_options(args), search_catalog=False)
@@ -98,18 +98,18 @@ def run(args) -> int:
     options = dict(k=args.k, per_video=args.per_video, where=args.where, exact=args.exact, pooling=args.pooling,
                    thumbnails=bool(args.thumbnails))
     if kind == "text":
-        from pipeline.confidence import load_calibration
-        from pipeline.search import search_text
+        from vidsift.pipeline.confidence import load_calibration
+        from vidsift.pipeline.search import search_text
 
         calibration = load_calibration(store, encoder)
         hits = search_text(store, encoder, args.query, calibration=calibration, **options)
     else:
-        from pipeline.search import clip_vector, image_vector, search_vector
+        from vidsift.pipeline.search import clip_vector, image_vector, search_vector
 
         calibration = None
         vector = image_vector(encoder, pixels) if kind == "image" else clip_vector(encoder, example["path"])
         hits = search_vector(store, spec.table_suffix, vector, **options)
-    from pipeline.search import search_report
+    from vidsift.pipeline.search import search_report
 
     payload, human = search_report(args.query, spec.key, hits, calibration, matches_only=args.matches_only,
                                    thumbnail_dir=args.thumbnails, example=example)
@@ -127,7 +127,7 @@ def app_mismatch(args, info) -> str | None:
     """Why the app ``info`` (``app.announce.ServerInfo``) would not answer this text search as this
     process would, or None when it would. The model this process would use is chosen as
     ``common.spec_of`` chooses it, from the archive's models the app announced."""
-    from pipeline.archive_models import ArchiveModel, choose_spec
+    from vidsift.pipeline.archive_models import ArchiveModel, choose_spec
 
     if args.where is not None or args.exact or args.pooling != "mean" or args.thumbnails:
         return "--where, --exact, --pooling qs and --thumbnails are searched in this process"
@@ -149,7 +149,7 @@ def app_mismatch(args, info) -> str | None:
 def search_through_app(args) -> tuple[dict, str] | None:
     """(JSON payload, human text) as this process would print them, answered by a running app;
     None when none serves this request (then the search runs here)."""
-    from app.announce import announced
+    from vidsift.app.announce import announced
 
     servers = announced(args.db)
     if not servers:
@@ -162,7 +162,7 @@ def search_through_app(args) -> tuple[dict, str] | None:
         _say(args, f"not asking the vidsift app at {info.url}: {reason}")
     else:
         return None
-    from app.app_client import AppUnavailable, search_text
+    from vidsift.app.app_client import AppUnavailable, search_text
 
     try:
         result = search_text(info.url, args.query, args.k, args.per_video)
@@ -188,8 +188,8 @@ def report_of_app(args, result: dict, model: str) -> tuple[dict, str]:
     """The app's /search result turned into this command's output, through the same
     ``search_report`` as an in-process search (``AppUnavailable`` if it answered another query or
     another model than asked)."""
-    from app.app_client import AppUnavailable
-    from pipeline.search import SearchHit, search_report
+    from vidsift.app.app_client import AppUnavailable
+    from vidsift.pipeline.search import SearchHit, search_report
 
     if result.get("model") != model or result.get("query") != args.query.strip():
         raise AppUnavailable(f"it answered {result.get('query')!r} with {result.get('model')} "
