@@ -7,11 +7,12 @@ Target: rate in the last tenth of the job >= 0.9 x the rate in the second tenth.
 
 Renders (once, cached in --workdir) N small shapes-world videos (160x120, 10 fps, MP4, one scene of
 2-4 s), runs one ``vidsift index FOLDER --db <fresh db> --model shapes-tiny --json --quiet`` (the
-Ray job), then reads each video's ``indexed_at`` from the videos table to get the rate over time.
+local runner by default), then reads each video's ``indexed_at`` from the videos table to get the rate over time.
 
-Each flush of the RecordWriter (every 32 videos or 10 s, pipeline/indexing.py) stamps all its
+Each commit of the job's writer (``pipeline.staging.StagedWriter``, about every 2 s) stamps all its
 videos with one ``indexed_at``, so the stamps give exact points (time, videos done so far), one per
-flush, not one per video. The moment the job had done c videos is interpolated linearly between
+commit, not one per video. (Written when a flush took 32 videos or 10 s: the "~30 videos per
+flush" below now reads "the videos of ~2 s".) The moment the job had done c videos is interpolated linearly between
 the two flushes around c; the launch of the command is the point (launch, 0). Tenth k covers videos
 k*N/10 .. (k+1)*N/10 and its rate is N/10 over the time between those two moments. The first tenth
 also pays for starting Ray and loading the model (``startup s``), which is why the target compares
