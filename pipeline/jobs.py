@@ -111,6 +111,14 @@ class SafeWriter:
         method = getattr(self.writer, name)
         return lambda *args, **kwargs: guarded_write(self.uri, method, *args, **kwargs)
 
+    def flush_on_the_way_out(self) -> None:
+        """Commit what is finished while the job stops on an error or a signal; a storage failure
+        here is not raised over the error on its way out, which says why (the disk filled, say)."""
+        try:
+            guarded_write(self.uri, self.writer.flush)
+        except StoreWriteError:
+            pass  # what was committed stays
+
 
 def open_writer(store: VideoStore, model_key: str, suffix: str, dim: int, known: dict, report: JobReport,
                 storage_options: dict, keep_frames: bool) -> tuple[StagingTarget, SafeWriter]:

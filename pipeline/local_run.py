@@ -33,7 +33,7 @@ from multiprocessing.connection import wait
 from . import interrupts
 from .config import IndexConfig
 from .decode_workers import DecodePool, DecodeWorker
-from .errors import Interrupted, StoreWriteError
+from .errors import Interrupted
 from .indexing import JobReport, Probed, WorkItem, plan_listing
 from .jobs import Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail, upkeep_ann_index
 from .staging import StagingTarget
@@ -201,10 +201,7 @@ class _LocalJob:
             bar.close()
             self.encoder.stop()
             self.pool.kill()  # interrupted or failed: stop the work, keep what is finished
-            try:
-                self.writer.flush()
-            except StoreWriteError:
-                pass  # the error on its way out says why (the disk filled, say); what was committed stays
+            self.writer.flush_on_the_way_out()
             raise
         bar.close()
         self.encoder.stop()

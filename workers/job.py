@@ -38,7 +38,7 @@ from pathlib import Path
 from vidsift.models.spec import ModelSpec
 from vidsift.pipeline import interrupts
 from vidsift.pipeline.config import IndexConfig
-from vidsift.pipeline.errors import InputError, Interrupted, StoreWriteError
+from vidsift.pipeline.errors import InputError, Interrupted
 from vidsift.pipeline.indexing import JobReport, Probed, WorkItem, plan_listing
 from vidsift.pipeline.jobs import (Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail,
                                   upkeep_ann_index)
@@ -254,10 +254,7 @@ class _Coordinator:
             bar.close()
             for generator in self.in_flight:  # interrupted or failed: stop the work, keep what is finished
                 self.ray.cancel(generator, force=True)
-            try:
-                self.writer.flush()
-            except StoreWriteError:
-                pass  # the error on its way out says why (the disk filled, say); what was committed stays
+            self.writer.flush_on_the_way_out()
             raise
         bar.close()
         self.writer.flush()
