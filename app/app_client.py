@@ -8,6 +8,13 @@ outputs as a JSON array), spoken with ``urllib`` so the CLI imports neither grad
 
 Any failure (refused connection, timeout, an ``error`` event, an answer of the wrong shape) is an
 ``AppUnavailable``: the caller then searches in its own process.
+
+The app's ``/search`` answers with the CLI's ``--json`` (``pipeline.search.search_report``) with
+one name changed on the way, by ``to_wire`` here and back by ``from_wire``: a hit's ``path``
+travels as ``video_path``. gradio_client (2.x, whose servers speak the ``sse_v3`` protocol) takes
+every JSON dict with a string ``"path"`` for a file of the server and downloads it
+(``gradio_client.utils.is_file_obj``), which the app refuses (videos are not served by path), so a
+client would fail on every hit.
 """
 from __future__ import annotations
 
@@ -20,24 +27,39 @@ TIMEOUT_S = 30.0  # an app still loading its model answers within this even on a
 # folder, min duration, max duration, per video, top-k. Its outputs: gallery, result (JSON), state.
 SEARCH_API = "search"
 RESULT_OUTPUT = 1
+WIRE_PATH = "video_path"  # a hit's "path" on the wire (see the module's note)
 
 
 class AppUnavailable(Exception):
     """The app could not answer this request (the reason is the message)."""
 
 
+def to_wire(payload: dict) -> dict:
+    """A search's JSON as the app's ``/search`` sends it: each hit's ``path`` as ``video_path``."""
+    return {**payload, "results": [_renamed(row, "path", WIRE_PATH) for row in payload["results"]]}
+
+
+def from_wire(result: dict) -> dict:
+    """The app's ``/search`` answer as the CLI's ``--json`` (the inverse of ``to_wire``)."""
+    return {**result, "results": [_renamed(row, WIRE_PATH, "path") for row in result["results"]]}
+
+
+def _renamed(row: dict, old: str, new: str) -> dict:
+    return {(new if key == old else key): value for key, value in row.items()}
+
+
 def search_text(url: str, query: str, k: int, per_video: bool, timeout: float = TIMEOUT_S) -> dict:
-    """The app's /search result for a text query: the CLI's ``--json`` fields (``query``,
-    ``model``, ``results`` with ``video_path`` for ``path``, ``matches``, ``calibration``)."""
+    """The app's /search result for a text query, as the CLI's ``--json`` (``query``, ``model``,
+    ``results``, ``matches``, ``calibration``)."""
     data = [query, None, None, [], "", 0, 0, bool(per_video), int(k)]
     outputs = call(url, SEARCH_API, data, timeout)
     try:
         result = outputs[RESULT_OUTPUT]
         if not isinstance(result, dict) or not isinstance(result.get("results"), list):
             raise TypeError(type(result).__name__)
-    except (IndexError, KeyError, TypeError) as exc:
+        return from_wire(result)
+    except (IndexError, KeyError, TypeError, AttributeError) as exc:
         raise AppUnavailable(f"unexpected answer from {url}/{SEARCH_API}: {exc}") from None
-    return result
 
 
 def call(url: str, api_name: str, data: list, timeout: float = TIMEOUT_S) -> list:

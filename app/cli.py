@@ -25,8 +25,9 @@ import tempfile
 
 from vidsift.models.errors import ModelUnavailableError
 from vidsift.pipeline import interrupts
-from vidsift.pipeline.errors import (EXIT_FAILED, EXIT_USAGE, InputError, Interrupted, StoreBusyError, StoreWriteError,
-                             VideoError)
+from vidsift.pipeline.errors import InputError, Interrupted, StoreBusyError, StoreWriteError, VideoError
+
+from .exit_codes import EXIT_FAILED, EXIT_USAGE
 
 from .commands import archive, classify, index, models, research, search, serve
 from .commands.common import SHARED_NUMBERS, Command

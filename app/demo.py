@@ -6,15 +6,26 @@ manifest), then opens the app.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+
+from vidsift.app.app_config import AppConfig
+from vidsift.models.encoder import ClipEncoder
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.classify import ZeroShotClassifier, classify_clip
+from vidsift.pipeline.config import IndexConfig
+from vidsift.pipeline.local_run import run_local_job
+from vidsift.pipeline.search import search_text
+from vidsift.pipeline.shapes.archive import synthesize_archive
+from vidsift.pipeline.shapes.manifest import load_manifest
+from vidsift.pipeline.shapes.world import all_labels, is_heldout, parse_label
+from vidsift.pipeline.storage import list_inputs
+from vidsift.pipeline.store import VideoStore
+
 
 def demo_queries(manifest: list[dict], n: int = 4) -> list[str]:
     """The archive's most frequent labels, then its held-out pairs (never seen in training), each
     phrased freely once to show that queries need not match the label exactly."""
-    from collections import Counter
-
-    from vidsift.pipeline.shapes_world import is_heldout, parse_label
-
     counts = Counter(s["label"] for v in manifest for s in v["scenes"])
     seen = [label for label, _ in counts.most_common() if not is_heldout(*parse_label(label))][:n]
     heldout = [label for label in counts if is_heldout(*parse_label(label))][:2]
@@ -25,19 +36,6 @@ def demo_queries(manifest: list[dict], n: int = 4) -> list[str]:
 
 
 def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, port: int | None = None) -> int:
-    from vidsift.pipeline.synth import synthesize_archive  # PyAV before decord
-
-    from vidsift.models.encoder import ClipEncoder
-    from vidsift.models.spec import resolve_spec
-    from vidsift.pipeline.classify import ZeroShotClassifier, classify_clip
-    from vidsift.pipeline.config import IndexConfig
-    from vidsift.pipeline.evaluation import load_manifest
-    from vidsift.pipeline.search import search_text
-    from vidsift.pipeline.shapes_world import all_labels
-    from vidsift.pipeline.store import VideoStore
-    from vidsift.pipeline.local_run import run_local_job
-    from vidsift.pipeline.storage import list_inputs
-
     root = Path(out)
     archive = root / "archive"
     if not (archive / "manifest.json").exists():
@@ -74,7 +72,8 @@ def run_demo(out: str, videos: int = 16, seed: int = 7, with_app: bool = True, p
     for row in result.labels:
         print(f"    {row['probability']:.3f}  {row['label']}")
     if with_app:
-        from vidsift.app.web import AppConfig, serve
+        # lazy: gradio takes seconds to import; `vidsift demo --no-app` does without it
+        from vidsift.app.web import serve
 
         print("opening the app (Ctrl-C to stop) ...")
         serve(AppConfig(db=db, spec=spec, allow_dirs=(str(archive),), port=port), block=True)

@@ -14,6 +14,7 @@ import logging
 import threading
 
 from vidsift.models.spec import ModelSpec, resolve_spec
+from vidsift.pipeline.archive_models import find_model
 from vidsift.pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class ServedModel:
         with self._lock:
             found = self._encoders.get(key)
             if found is None:
-                from vidsift.models.encoder import ClipEncoder
+                from vidsift.models.encoder import ClipEncoder  # lazy: torch + open_clip, only once a model loads
 
                 log.info("loading model %s", key)
                 found = ClipEncoder.from_spec(spec)
@@ -81,8 +82,6 @@ class ServedModel:
     def switch(self, wanted: str) -> ModelSpec:
         """Serve the archive's model named ``wanted`` (as `vidsift models` lists it) and make it the
         archive's default. Its encoder is loaded first, so no search waits for it."""
-        from vidsift.pipeline.archive_models import find_model
-
         chosen = find_model(self.store.archive_models(), wanted, where=self.store.uri)
         spec = chosen.spec(self._device, self._precision)
         self.encoder(spec)

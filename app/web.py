@@ -1,7 +1,10 @@
 """`vidsift app`: the Gradio web app (search, tag a clip, library) over the same functions as the CLI.
 
-Everything here is wiring: searching is ``pipeline.search.search_text``/``search_vector``,
-classifying ``pipeline.classify.classify_clip`` with a ``ZeroShotClassifier``, indexing
+This module lays out the page and launches it. The work is in ``app.service`` (plain Python, no
+Gradio: search, classify, writes, the Library's data), its words in ``app.render`` (HTML and
+Markdown), and ``app.gradio_ui`` turns the service's answers, notes, progress and errors into
+components, ``gr.Info``, ``gr.Progress`` and ``gr.Error``. Searching is
+``pipeline.search.search_vector``, classifying ``pipeline.classify.classify_clip``, indexing
 ``pipeline.indexing.index_sequential``. The app adds what a shared server needs around them:
 
 - one ``ClipEncoder`` per server, loaded on first use under a lock; classifiers (text weights)
@@ -27,15 +30,18 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+from starlette.routing import Route
 
-import gradio as gr  # noqa: E402
-
-from vidsift.app.announce import announce  # noqa: E402
-from vidsift.app.paths import absolute  # noqa: E402
-from vidsift.app.service import (  # noqa: E402
-    AppConfig, LABEL_FILE_EXTS, MEDIA_ROUTE, VidsiftService,
-)
+from vidsift.app import render
+from vidsift.app.announce import announce
+from vidsift.app.app_config import AppConfig
+from vidsift.app.gradio_ui import PageHandlers
+from vidsift.app.media import MEDIA_ROUTE
+from vidsift.app.paths import absolute
+from vidsift.app.service import LABEL_FILE_EXTS, VidsiftService
+from vidsift.pipeline import label_sets
+from vidsift.pipeline.classify import DEFAULT_TEMPLATES
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +49,16 @@ log = logging.getLogger(__name__)
 def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
     """The Blocks of `vidsift app`. ``encoder``: an already loaded ClipEncoder for ``config.spec``
     (tests share one); by default the model is loaded on first use. ``config.spec`` None: the
-    archive's default model, followed when it changes (``app.serving``)."""
-    from vidsift.pipeline import label_sets
-    from vidsift.pipeline.classify import DEFAULT_TEMPLATES
-
+    archive's default model, followed when it changes (``app.serving``). The Blocks carry the
+    service as ``vidsift_service`` and the handlers as ``vidsift_page``."""
     config.temp_path.mkdir(parents=True, exist_ok=True)
     # Gradio serves every file under its temp folder to whoever knows the path: a private one per
     # archive, not the shared /tmp/gradio. Read when components and the app are created.
     os.environ["GRADIO_TEMP_DIR"] = str(config.temp_path)
+    # No telemetry: Gradio reads this when it would send some (at launch, on errors), not at import.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     service = VidsiftService(config, encoder=encoder)
+    page = PageHandlers(service)
     exts = list(config.upload_exts)
     sets = label_sets.available()
     default_set = "shapes-world" if service.spec.name == "shapes-tiny" and "shapes-world" in sets else \
@@ -60,7 +67,7 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
     classify_limit = max(1, config.concurrency // 2)
 
     with gr.Blocks(title="vidsift", analytics_enabled=False, delete_cache=(3600, 24 * 3600)) as demo:
-        header = gr.Markdown(service.header(), elem_id="header")
+        header = gr.Markdown(render.header(config.db, service.spec.key), elem_id="header")
         hits_state = gr.State({})
         with gr.Tabs():
             with gr.Tab("Search", id="search"):
@@ -129,7 +136,7 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
             with gr.Tab("Library", id="library"):
                 summary = gr.Markdown(elem_id="library-summary")
                 refresh_btn = gr.Button("Refresh", size="sm")
-                models_now, serve_now = service.models_view()
+                models_now, serve_now = page.models_view()
                 models_df = gr.Dataframe(models_now, label="Models of this archive (● served; progress: videos "
                                          "indexed)", interactive=False, elem_id="library-models", wrap=True)
                 serve_choice = gr.Radio(label="Serve model (one click switches the app and the archive's default; "
@@ -157,53 +164,51 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
                 index_status = gr.Markdown(elem_id="index-status")
 
         refresh_outputs = [header, tags, tag_video, summary, models_df, serve_choice, videos_df, failures_df]
-        gr.on([search_btn.click, query.submit], service.search,
+        gr.on([search_btn.click, query.submit], page.search,
               inputs=[query, example_image, example_clip, tags, folder, min_dur, max_dur, per_video, top_k],
               outputs=[gallery, hits_json, hits_state], api_name="search",
               concurrency_limit=search_limit, concurrency_id="search"
-              ).success(service.search_status, inputs=[hits_state], outputs=[search_status], api_visibility="private")
-        gallery.select(service.play, inputs=[hits_state], outputs=[player], api_visibility="private",
+              ).success(page.search_status, inputs=[hits_state], outputs=[search_status], api_visibility="private")
+        gallery.select(page.play, inputs=[hits_state], outputs=[player], api_visibility="private",
                        concurrency_limit=search_limit, concurrency_id="search")
-        classify_btn.click(service.classify,
+        classify_btn.click(page.classify,
                            inputs=[tag_clip, tag_video, label_set, labels_text, labels_file, templates, per_segment,
                                    top],
                            outputs=[result_json], api_name="classify",
                            concurrency_limit=classify_limit, concurrency_id="classify"
-                           ).success(service.show_classification, inputs=[result_json],
+                           ).success(page.show_classification, inputs=[result_json],
                                      outputs=[chart, timeline, chosen, verdict], api_visibility="private")
-        add_btn.click(service.add_to_archive, inputs=[tag_clip, chosen], outputs=[add_status],
+        add_btn.click(page.add_to_archive, inputs=[tag_clip, chosen], outputs=[add_status],
                       api_name="add_to_archive", concurrency_limit=1, concurrency_id="write"
-                      ).success(service.refresh, outputs=refresh_outputs, api_visibility="private")
-        index_btn.click(service.index_folder, inputs=[index_root, index_sub], outputs=[index_status],
+                      ).success(page.refresh, outputs=refresh_outputs, api_visibility="private")
+        index_btn.click(page.index_folder, inputs=[index_root, index_sub], outputs=[index_status],
                         api_name="index_folder", concurrency_limit=1, concurrency_id="write"
-                        ).then(service.refresh, outputs=refresh_outputs, api_visibility="private")
-        refresh_btn.click(service.refresh, outputs=refresh_outputs, api_visibility="private")
-        serve_choice.input(service.switch_model, inputs=[serve_choice], outputs=refresh_outputs,
+                        ).then(page.refresh, outputs=refresh_outputs, api_visibility="private")
+        refresh_btn.click(page.refresh, outputs=refresh_outputs, api_visibility="private")
+        serve_choice.input(page.switch_model, inputs=[serve_choice], outputs=refresh_outputs,
                            api_name="library_switch", api_visibility="private", concurrency_limit=1,
                            concurrency_id="switch")
         # The same switch for scripts (the radio's choices are the page's, as it last refreshed).
-        gr.api(service.serve_model, api_name="switch_model", concurrency_limit=1, concurrency_id="switch")
-        models_timer.tick(lambda: service.models_view()[0], outputs=[models_df], api_visibility="private",
+        gr.api(page.serve_model, api_name="switch_model", concurrency_limit=1, concurrency_id="switch")
+        models_timer.tick(lambda: page.models_view()[0], outputs=[models_df], api_visibility="private",
                           show_progress="hidden")
-        demo.load(service.refresh, outputs=refresh_outputs, api_visibility="private")
+        demo.load(page.refresh, outputs=refresh_outputs, api_visibility="private")
 
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
-    demo.vidsift_service = service
+    demo.vidsift_service, demo.vidsift_page = service, page
     return demo
 
 
 def launch_kwargs(config: AppConfig, demo: gr.Blocks) -> dict:
     """What `launch` needs for this app: the bind address, the upload limit, the media route, and
     no extra ``allowed_paths`` (Gradio's file route then serves its private temp folder only)."""
-    from starlette.routing import Route
-
-    service: VidsiftService = demo.vidsift_service
+    page: PageHandlers = demo.vidsift_page
     blocked = [str(config.uploads_dir)] + ([] if "://" in config.db else [str(absolute(config.db))])
     return dict(
         server_name=config.host, server_port=config.port, share=config.share,
         max_file_size=config.max_upload_bytes, allowed_paths=[], blocked_paths=blocked, quiet=True, ssr_mode=False,
         mcp_server=False, show_error=False,
-        app_kwargs={"routes": [Route(MEDIA_ROUTE + "/{token}", service.media_endpoint, methods=["GET", "HEAD"])]},
+        app_kwargs={"routes": [Route(MEDIA_ROUTE + "/{token}", page.media_endpoint, methods=["GET", "HEAD"])]},
     )
 
 

@@ -115,7 +115,7 @@ def demo_archive(workdir: Path) -> tuple[str, Path]:
     2-8 s scenes), indexed with shapes-tiny without Ray (the same vectors), once."""
     archive, db = workdir / "archive", workdir / "vidsift.lance"
     if not (archive / "manifest.json").is_file():
-        subprocess.run([PY, "-c", "import sys; from vidsift.pipeline.synth import synthesize_archive; "
+        subprocess.run([PY, "-c", "import sys; from vidsift.pipeline.shapes.archive import synthesize_archive; "
                         "synthesize_archive(sys.argv[1], 16, 7, max_size=640, scene_len=(2.0, 8.0))", str(archive)],
                        cwd=ROOT, check=True)
     if not db.exists():

@@ -60,8 +60,11 @@ spec = resolve_spec(sys.argv[4])
 store = VideoStore(db)
 config = IndexConfig()
 inside = {}
-def _timed(name):  # CPU spent inside a store method the job calls at its end (instance attribute only)
-    method = getattr(store, name)
+# The working tree's job keeps a model's tables behind ``store.model(spec)`` (made once, kept by the
+# store, so the job gets this same handle); the baseline's store took the table suffix instead.
+tables = store.model(spec) if hasattr(store, "model") else None
+def _timed(owner, name):  # CPU spent inside a store method the job calls at its end (instance attribute only)
+    method = getattr(owner, name)
     def wrapper(*args, **kwargs):
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         try:
@@ -69,14 +72,14 @@ def _timed(name):  # CPU spent inside a store method the job calls at its end (i
         finally:
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             inside[name] = inside.get(name, 0.0) + (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    setattr(store, name, wrapper)
+    setattr(owner, name, wrapper)
 for name in ("optimize", "build_vector_index"):
-    _timed(name)
+    _timed(tables if tables is not None else store, name)
 before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 report = run_index_job(store, spec, paths, config, progress=False)
 wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-segments = store.segments_table(spec.table_suffix)
-videos = store.videos_table(spec.table_suffix)
+segments = tables.segments() if tables is not None else store.segments_table(spec.table_suffix)
+videos = tables.videos() if tables is not None else store.videos_table(spec.table_suffix)
 print("DRIVER-JSON " + json.dumps({
     "job_module": vidsift.workers.job.__file__,
     "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),

@@ -15,6 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidsift.pipeline.decode import open_video, probe
+from vidsift.pipeline.shapes.archive import synthesize_archive  # loads PyAV, before anything loads decord
+from vidsift.pipeline.shapes.manifest import MANIFEST, read_manifest
+from vidsift.pipeline.video_libs import pyav
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -35,7 +40,7 @@ def machine() -> dict:
     """The machine a figure was measured on, for RESULTS.md."""
     gpu = None
     try:
-        import torch
+        import torch  # lazy: scripts that only time `vidsift` subprocesses need not load torch (~2 s)
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
@@ -47,16 +52,14 @@ def machine() -> dict:
 
 def rendered_archive(folder: str | Path, videos: int, seed: int, **synth_options) -> list[str]:
     """Render a shapes-world archive once; later runs with the same arguments reuse it."""
-    from vidsift.pipeline.synth import synthesize_archive
-
     folder = Path(folder)
     stamp = folder / "bench-params.json"
     params = json.dumps({"videos": videos, "seed": seed, **synth_options}, sort_keys=True, default=str)
-    if not (stamp.is_file() and stamp.read_text() == params and (folder / "manifest.json").is_file()):
+    if not (stamp.is_file() and stamp.read_text() == params and (folder / MANIFEST).is_file()):
         manifest = synthesize_archive(folder, videos, seed, **synth_options)
         stamp.write_text(params)
     else:
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = read_manifest(folder)[1]
     return [str(folder / v["path"]) for v in manifest["videos"]]
 
 
@@ -64,8 +67,7 @@ def remuxed_copies(paths: list[str], folder: str | Path, copies: int) -> list[st
     """``copies`` copies of each video, remuxed (no re-encoding) with a different container comment:
     the same frames and timestamps, so the same decoding and encoding work, but different bytes, so
     vidsift indexes each (it skips identical files). A long archive at no rendering cost."""
-    import av
-
+    av = pyav()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out_paths = []
@@ -87,8 +89,6 @@ def remuxed_copies(paths: list[str], folder: str | Path, copies: int) -> list[st
 
 
 def video_seconds(paths: list[str]) -> float:
-    from vidsift.pipeline.decode import open_video, probe
-
     return sum(probe(open_video(p), p)[0].duration for p in paths)
 
 

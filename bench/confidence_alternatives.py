@@ -16,7 +16,10 @@ rendered and indexed (fresh seeds), with the same queries and the same figures:
   shown to see the trade-off); ``near-neighbour queries`` (rivals also the query with one content
   word swapped for each word of the bank, in the query's own wording, embedded at query time);
   ``prompt ensembles`` (the query and the rivals each the mean of classify's 8 templates, as CLIP
-  embeds labels; the query's embedded at query time).
+  embeds labels; the query's embedded at query time; a rival scores the best of its bare phrase and
+  its ensemble); ``prompt ensembles, like for like`` (the same, the rivals as ensembles only: every
+  text compared is embedded the same way); ``prompt-ensemble rivals, plain query`` (the rivals'
+  ensembles, computed once per model, against the plain query: no text embedded at query time).
 
     .venv/bin/python bench/confidence_alternatives.py /tmp/eval-confidence
 """
@@ -24,13 +27,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from vidsift.models.encoder import ClipEncoder
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.confidence import load_calibration
+from vidsift.pipeline.confidence_bank import default_bank, encode_texts, no_rivals
+from vidsift.pipeline.confidence_fit import load_fitted_bank
+from vidsift.pipeline.confidence_words import STOP_WORDS, content_words
+from vidsift.pipeline.eval_truth import id_filter, shows
+from vidsift.pipeline.prompt_templates import prompt_ensembles
+from vidsift.pipeline.search import search_vector, segment_vectors
+from vidsift.pipeline.shapes.manifest import load_manifest
+from vidsift.pipeline.shapes.world import OUT_OF_WORLD_QUERIES, all_labels, split_of
+from vidsift.pipeline.store import VideoStore
 
 
 def otsu(values: np.ndarray) -> float:
@@ -47,8 +61,6 @@ def otsu(values: np.ndarray) -> float:
 
 def variant_confidences(name: str, calibration, text: str, vector: np.ndarray, hits: np.ndarray, extra) -> np.ndarray:
     """The confidences of one variant of the rival rule (see the module's notes) on the hits' vectors."""
-    from vidsift.pipeline.confidence import content_words
-
     content = content_words(text)
     if not content:
         return np.zeros(len(hits))
@@ -71,26 +83,26 @@ def variant_confidences(name: str, calibration, text: str, vector: np.ndarray, h
         q = hits @ extra["ensemble"]([text])[0]
         best = np.maximum(rivals.max(axis=1), (hits @ extra["bank_ensemble"][mask].T).max(axis=1))
         rival = np.exp(np.clip(s * (best - q), -80, 80))
+    elif name == "prompt-ensemble rivals, plain query":
+        rival = np.exp(np.clip(s * ((hits @ extra["bank_ensemble"][mask].T).max(axis=1) - q), -80, 80))
+    elif name == "prompt ensembles, like for like":
+        q = hits @ extra["ensemble"]([text])[0]
+        rival = np.exp(np.clip(s * ((hits @ extra["bank_ensemble"][mask].T).max(axis=1) - q), -80, 80))
     else:
         raise ValueError(name)
     return 1.0 / (1.0 + np.exp(np.clip(s * (c - q), -80, 80)) + rival)
 
 
-VARIANTS = ("all rivals summed", "margin 0.03", "margin 0.05", "near-neighbour queries", "prompt ensembles")
+VARIANTS = ("all rivals summed", "margin 0.03", "margin 0.05", "near-neighbour queries", "prompt ensembles",
+            "prompt ensembles, like for like", "prompt-ensemble rivals, plain query")
 
 
 def variant_helpers(encoder, bank) -> dict:
     """Query-time texts of the variants: near-neighbour queries and prompt ensembles."""
-    import re
-
-    from vidsift.pipeline.classify import DEFAULT_TEMPLATES
-    from vidsift.pipeline.confidence import STOP_WORDS, content_words, encode_texts
-
     words = [p for p in bank.phrases if " " not in p]
 
     def ensemble(texts):
-        v = np.stack([encode_texts(encoder, [t.format(x) for x in texts]) for t in DEFAULT_TEMPLATES]).mean(axis=0)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
+        return prompt_ensembles(encoder, list(texts))
 
     def swaps(text):
         tokens = re.findall(r"[A-Za-z0-9']+|[^A-Za-z0-9']+", text)
@@ -117,38 +129,28 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="JSON file (default: ROOT/alternatives.json)")
     args = parser.parse_args(argv)
 
-    from vidsift.models.encoder import ClipEncoder
-    from vidsift.models.spec import resolve_spec
-    from vidsift.pipeline.confidence import Calibration, RivalBank, _content_free, default_bank, load_fitted_bank
-    from vidsift.pipeline.evaluation import OUT_OF_WORLD_QUERIES, _id_filter, _shows, _split, load_manifest
-    from vidsift.pipeline.search import search_vector, segment_vectors
-    from vidsift.pipeline.shapes_world import all_labels
-    from vidsift.pipeline.store import VideoStore
-
     encoder = ClipEncoder.from_spec(resolve_spec(args.model))
     suffix = encoder.spec.table_suffix
     labels = all_labels()
     label_vectors = dict(zip(labels, encoder.encode_texts(labels)))
     oow_vectors = dict(zip(OUT_OF_WORLD_QUERIES, encoder.encode_texts(list(OUT_OF_WORLD_QUERIES))))
     default = default_bank(encoder)
-    free = _content_free(encoder)
     helpers = variant_helpers(encoder, default)
     rows = []  # one per (archive, query): kind, split, top-1 cosine, per-method max/top-1 confidence
     for root in sorted(Path(args.root).glob("archive-*")):
         _, videos = load_manifest(root)
         store = VideoStore(str(root / "db"))
-        ids = {r["path"]: r["video_id"] for r in store.video_rows(suffix, ["video_id", "path"])}
+        ids = {r["path"]: r["video_id"] for r in store.model(encoder.spec).video_rows(["video_id", "path"])}
         by_id = {ids[v["abspath"]]: v for v in videos if v["abspath"] in ids}
-        where = _id_filter(by_id)
+        where = id_filter(by_id)
         present = {s["label"] for v in by_id.values() for s in v["scenes"]}
         fitted = load_fitted_bank(store, suffix)
-        nothing = RivalBank([], np.zeros((0, 1)), "none")
-        methods = {"content-free null": Calibration(encoder.logit_scale, free, nothing),
-                   "rivals (default)": Calibration(encoder.logit_scale, free, default)}
+        methods = {"content-free null": load_calibration(store, encoder, bank=no_rivals(encoder.embed_dim)),
+                   "rivals (default)": load_calibration(store, encoder, bank=default)}
         if fitted is not None:
-            methods["rivals (fitted)"] = Calibration(encoder.logit_scale, free, fitted)
+            methods["rivals (fitted)"] = load_calibration(store, encoder, bank=fitted)
         # per-archive flat cut-off without labels: Otsu over the best cosine of each vocabulary phrase
-        seg = store.segments_table(suffix).to_lance().to_table(columns=["vector"]).column("vector")
+        seg = store.model(encoder.spec).segments().to_lance().to_table(columns=["vector"]).column("vector")
         x = np.asarray(seg.combine_chunks().flatten().to_numpy(zero_copy_only=False), np.float32)
         x = x.reshape(len(seg), -1)
         fitted_cut = otsu((x @ default.vectors.T).max(axis=0))
@@ -157,9 +159,9 @@ def main(argv=None) -> int:
             hits = search_vector(store, suffix, vector, k=args.k, where=where, exact=True, thumbnails=False)
             found = segment_vectors(store, suffix, [(h.video_id, h.segment_index) for h in hits])
             hv = np.stack([found[(h.video_id, h.segment_index)] for h in hits])
-            row = {"archive": root.name, "query": text, "kind": kind, "split": _split(text) if kind != "out-of-world"
+            row = {"archive": root.name, "query": text, "kind": kind, "split": split_of(text) if kind != "out-of-world"
                    else "-", "top1_cosine": hits[0].score, "fitted_cut": fitted_cut,
-                   "top1_shows": kind == "present" and _shows(by_id[hits[0].video_id], text, hits[0].start, hits[0].end)}
+                   "top1_shows": kind == "present" and shows(by_id[hits[0].video_id], text, hits[0].start, hits[0].end)}
             for name, calibration in methods.items():
                 conf = calibration.confidences(text, vector, hv)
                 row[name] = {"max": float(conf.max()), "top1": float(conf[0])}

@@ -6,15 +6,18 @@ Renders ``--archives`` archives with seeds training never used (scripts/train_sh
 them, so that every archive has present and absent labels of both kinds. Each has ``--single``
 one-scene and ``--multi`` multi-scene videos (every container, 10-60 fps, 160x120 to 640x360),
 indexed in its own database. Then, for each calibration (``default``: the model's own, with no
-archive; ``fitted``: `vidsift calibrate` on that archive, no labels), it measures with
-``pipeline.evaluation.no_match_report``: absent labels answering "no match", present labels' R@1
+archive; ``fitted``: `vidsift calibrate` on that archive, no labels) and each rule (``--rules``,
+``pipeline.confidence.RULES``: how texts are weighed against rivals), it measures with
+``pipeline.shapes.evaluation.no_match_report``: absent labels answering "no match", present labels' R@1
 and top hit marked match, out-of-world and gibberish queries, open-set classification, the curve
 over the threshold and the reliability of the confidences; summed over the archives, seen and
 held-out pairs apart. Open-set classification is decided here as `vidsift classify` decides it
-(``pipeline.evaluation.open_set_classification``: "none" when no segment shows one of the set's labels, else
+(``pipeline.shapes.evaluation.open_set_classification``: "none" when no segment shows one of the set's labels, else
 CLIP's top-1). Prints a table and writes ``results.json``.
 
     .venv/bin/python bench/eval_confidence.py --archives 10 --out /tmp/eval-confidence
+    .venv/bin/python bench/eval_confidence.py --archives 16 --seed 174101 --calibrations default \
+        --rules plain ensemble-rivals ensembles --out /tmp/conf-report   # the rules on the same archives
 """
 from __future__ import annotations
 
@@ -27,10 +30,22 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from vidsift.models.encoder import ClipEncoder
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.confidence import RULE, RULES, load_calibration
+from vidsift.pipeline.confidence_bank import default_bank
+from vidsift.pipeline.confidence_fit import fit_calibration, load_fitted_bank
+from vidsift.pipeline.config import IndexConfig
+from vidsift.pipeline.indexing import index_sequential
+from vidsift.pipeline.prompt_templates import DEFAULT_TEMPLATES
+from vidsift.pipeline.shapes.archive import random_video_spec
+from vidsift.pipeline.shapes.encode import render_video
+from vidsift.pipeline.shapes.evaluation import format_no_match, no_match_report
+from vidsift.pipeline.shapes.manifest import load_manifest
+from vidsift.pipeline.shapes.world import HELDOUT, all_pairs
+from vidsift.pipeline.store import VideoStore
 
-from vidsift.pipeline.synth import random_video_spec, render_video  # noqa: E402  (PyAV before decord)
+REPO = Path(__file__).resolve().parents[1]
 
 TRAINING_SEEDS = (1001, 2002)
 SIZES = ((160, 120), (320, 180), (320, 240), (426, 240), (640, 360))
@@ -38,8 +53,6 @@ SIZES = ((160, 120), (320, 180), (320, 240), (426, 240), (640, 360))
 
 def pick_labels(seed: int, n: int = 14) -> list[tuple[str, str]]:
     """``n`` of the 28 pairs, 2 or 3 of them held out (so held-out pairs are present and absent)."""
-    from vidsift.pipeline.shapes_world import HELDOUT, all_pairs
-
     rng = np.random.default_rng(seed)
     heldout = sorted(HELDOUT)
     seen = [p for p in all_pairs() if p not in HELDOUT]
@@ -107,18 +120,13 @@ def main(argv=None) -> int:
     parser.add_argument("--multi", type=int, default=12)
     parser.add_argument("--k", type=int, default=10, help="hits per query")
     parser.add_argument("--calibrations", nargs="+", default=["default", "fitted"], choices=["default", "fitted"])
+    parser.add_argument("--rules", nargs="+", default=[RULE], choices=RULES,
+                        help="how texts are weighed against rivals (pipeline.confidence.RULES); each is measured "
+                             "on the same archives")
     parser.add_argument("--model", default="shapes-tiny")
     parser.add_argument("--pretrained", default=None)
     parser.add_argument("--out", default=str(REPO / "runs" / "eval-confidence"))
     args = parser.parse_args(argv)
-
-    from vidsift.models.encoder import ClipEncoder
-    from vidsift.models.spec import resolve_spec
-    from vidsift.pipeline.confidence import Calibration, _content_free, default_bank, fit_calibration, load_fitted_bank
-    from vidsift.pipeline.config import IndexConfig
-    from vidsift.pipeline.evaluation import format_no_match, load_manifest, no_match_report, open_set_classification
-    from vidsift.pipeline.indexing import index_sequential
-    from vidsift.pipeline.store import VideoStore
 
     out = Path(args.out)
     encoder = ClipEncoder.from_spec(resolve_spec(args.model, args.pretrained))
@@ -136,25 +144,25 @@ def main(argv=None) -> int:
         if report.failures:
             print(f"archive {seed}: {len(report.failures)} videos failed to index", file=sys.stderr)
         for mode in args.calibrations:
-            if mode == "fitted":
-                if load_fitted_bank(store, encoder.spec.table_suffix) is None:
-                    fit_calibration(store, encoder, seed=seed)
-                bank = load_fitted_bank(store, encoder.spec.table_suffix)
-            else:
-                bank = default_bank(encoder)
-            calibration = Calibration(encoder.logit_scale, _content_free(encoder), bank, encoder.model_key)
-            result = no_match_report(store, encoder, videos, calibration, k=args.k, seed=seed)
-            # classification as `vidsift classify` decides it (set-level "none"; see the function)
-            result["open_set_classification"] = open_set_classification(store, encoder, videos, calibration, seed=seed)
-            print(f"--- archive {seed} ({len(videos)} videos, labels: {', '.join(manifest['labels'])}), "
-                  f"calibration {mode}", flush=True)
-            print(format_no_match(result), flush=True)
-            add(totals.setdefault(mode, {}), {"at_threshold": result["at_threshold"],
-                                              "open_set_classification": result["open_set_classification"]})
-            for row in result["curve"]:
-                curves.setdefault(mode, []).append(row)
-            per_archive.append({"seed": seed, "calibration": mode, "labels": manifest["labels"],
-                                "report": {k: v for k, v in result.items() if k != "curve"}})
+            for rule in args.rules:
+                if mode == "fitted":
+                    if load_fitted_bank(store, encoder.spec.table_suffix) is None:
+                        fit_calibration(store, encoder, seed=seed)
+                    bank = load_fitted_bank(store, encoder.spec.table_suffix)
+                else:
+                    bank = default_bank(encoder, templates=() if rule == "plain" else DEFAULT_TEMPLATES)
+                calibration = load_calibration(store, encoder, bank=bank, rule=rule)
+                name = mode if rule == "plain" else f"{mode}, {rule}"
+                result = no_match_report(store, encoder, videos, calibration, k=args.k, seed=seed)
+                print(f"--- archive {seed} ({len(videos)} videos, labels: {', '.join(manifest['labels'])}), "
+                      f"calibration {name}", flush=True)
+                print(format_no_match(result), flush=True)
+                add(totals.setdefault(name, {}), {"at_threshold": result["at_threshold"],
+                                                  "open_set_classification": result["open_set_classification"]})
+                for row in result["curve"]:
+                    curves.setdefault(name, []).append(row)
+                per_archive.append({"seed": seed, "calibration": name, "labels": manifest["labels"],
+                                    "report": {k: v for k, v in result.items() if k != "curve"}})
     summary = {}
     for mode, tree in totals.items():
         curve = {}

@@ -3,8 +3,9 @@
 
 Renders, with seeds training never used, an archive of one-scene videos and one of multi-scene
 videos covering every container, resolution and frame rate of the spec; indexes both with the Ray
-job; prints and writes (JSON) R@1, zero-shot top-1 and moment hit rate, overall and per container,
-frame-rate band and resolution band, seen and held-out pairs apart.
+job; prints and writes (JSON) `vidsift eval`'s figures (``pipeline.shapes.evaluation.full_report``:
+text -> video R@1, zero-shot top-1 per scene, moments found at IoU >= 0.5, scene cuts), overall and
+per container, frame-rate band and resolution band, seen and held-out pairs apart.
 
     .venv/bin/python bench/eval_shapes.py --single 140 --multi 40 --out runs/eval
 """
@@ -19,7 +20,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vidsift.pipeline.synth import synthesize_archive  # noqa: E402  (PyAV before decord)
+from vidsift.pipeline.shapes.archive import synthesize_archive  # noqa: E402
+from vidsift.models.encoder import ClipEncoder  # noqa: E402
+from vidsift.models.spec import resolve_spec  # noqa: E402
+from vidsift.pipeline.config import IndexConfig  # noqa: E402
+from vidsift.pipeline.indexing import index_sequential  # noqa: E402
+from vidsift.pipeline.shapes.evaluation import full_report  # noqa: E402
+from vidsift.pipeline.shapes.manifest import MANIFEST, load_manifest  # noqa: E402
+from vidsift.pipeline.store import VideoStore  # noqa: E402
+from vidsift.workers.job import run_index_job  # noqa: E402
 
 
 def fps_band(fps: float) -> str:
@@ -41,20 +50,12 @@ def main(argv=None) -> int:
     parser.add_argument("--no-ray", action="store_true")
     args = parser.parse_args(argv)
 
-    from vidsift.models.encoder import ClipEncoder
-    from vidsift.models.spec import resolve_spec
-    from vidsift.pipeline.config import IndexConfig
-    from vidsift.pipeline.evaluation import evaluate_archive, load_manifest
-    from vidsift.pipeline.indexing import index_sequential
-    from vidsift.pipeline.store import VideoStore
-    from vidsift.workers.job import run_index_job
-
     out = Path(args.out)
     started = time.time()
     single_root, multi_root = out / "single", out / "multi"
-    if not (single_root / "manifest.json").exists():
+    if not (single_root / MANIFEST).exists():
         synthesize_archive(single_root, args.single, args.seed, n_scenes=1, progress=True)
-    if not (multi_root / "manifest.json").exists():
+    if not (multi_root / MANIFEST).exists():
         synthesize_archive(multi_root, args.multi, args.seed + 1, n_scenes=None, progress=True)
     _, single = load_manifest(single_root)
     _, multi = load_manifest(multi_root)
@@ -71,29 +72,32 @@ def main(argv=None) -> int:
     indexed = time.time()
     encoder = ClipEncoder.from_spec(spec)
 
-    results = {"overall": evaluate_archive(store, encoder, single + multi),
+    results = {"overall": full_report(store, encoder, single + multi),
                "index_report": {k: v for k, v in report.to_dict().items() if k != "failures"}}
     for name, key in (("container", lambda v: v["container"]), ("fps", lambda v: fps_band(v["fps"])),
                       ("resolution", lambda v: size_band(v["height"]))):
         groups: dict[str, list] = {}
         for video in single + multi:
             groups.setdefault(key(video), []).append(video)
-        results[f"by_{name}"] = {g: evaluate_archive(store, encoder, vs) for g, vs in sorted(groups.items())}
+        results[f"by_{name}"] = {g: full_report(store, encoder, vs) for g, vs in sorted(groups.items())}
     results["seconds"] = {"render": round(rendered - started), "index": round(indexed - rendered),
                           "evaluate": round(time.time() - indexed)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
-    def fmt(t):
-        return "   -  " if t["rate"] is None else f"{t['rate']:.3f} ({t['hits']}/{t['n']})"
+    def fmt(stats: dict, key: str) -> str:
+        return "   -  " if not stats.get("n") else f"{stats[key]:.3f} (n={stats['n']})"
 
-    print(f"{'group':<22} {'R@1 seen':<18} {'R@1 held-out':<18} {'top-1 seen':<18} {'top-1 held-out':<18} "
-          f"{'moment seen':<18} {'moment held-out'}")
+    def figures(r: dict, split: str) -> list[str]:
+        return [fmt(r["retrieval"][split], "R@1"), fmt(r["zero_shot"][split]["top1"], "rate"),
+                fmt(r["localisation"][split], "R@1,IoU>=0.5")]
+
+    print(f"{'group':<22} {'R@1 seen':<16} {'top-1 seen':<16} {'moment seen':<16} {'R@1 held-out':<16} "
+          f"{'top-1 held-out':<16} {'moment held-out':<16} cuts F1")
     rows = [("overall", results["overall"])] + [
         (f"{k[3:]}={g}", r) for k in ("by_container", "by_fps", "by_resolution") for g, r in results[k].items()]
     for name, r in rows:
-        print(f"{name:<22} {fmt(r['retrieval_r1']['seen']):<18} {fmt(r['retrieval_r1']['heldout']):<18} "
-              f"{fmt(r['zero_shot_top1']['seen']):<18} {fmt(r['zero_shot_top1']['heldout']):<18} "
-              f"{fmt(r['moment_top1_overlap']['seen']):<18} {fmt(r['moment_top1_overlap']['heldout'])}")
+        cells = figures(r, "seen") + figures(r, "heldout")
+        print(f"{name:<22} " + " ".join(f"{c:<16}" for c in cells) + f" {r['boundaries']['f1']:.3f}")
     print(f"written {out / 'results.json'}; times {results['seconds']}")
     return 0
 

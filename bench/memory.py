@@ -36,11 +36,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import vidsift.pipeline.synth as synth  # noqa: E402  (before anything loads decord: see pipeline/synth.py)
-from bench.common import print_table, run_vidsift, write_json  # noqa: E402
-
-import av  # noqa: E402
 import numpy as np  # noqa: E402
+
+from bench.common import print_table, run_vidsift, write_json  # noqa: E402
+from vidsift.pipeline.shapes.archive import random_video_spec  # noqa: E402
+from vidsift.pipeline.shapes.draw import render_frame  # noqa: E402
+from vidsift.pipeline.shapes.encode import open_stream  # noqa: E402
+from vidsift.pipeline.shapes.spec import SceneSpec, VideoSpec  # noqa: E402
+from vidsift.pipeline.video_libs import pyav  # noqa: E402
+
+av = pyav()
 
 WIDTH, HEIGHT, FPS = 320, 240, 25
 
@@ -51,7 +56,7 @@ def _scenes(rng: np.random.Generator):
     """An endless stream of (VideoSpec, SceneSpec): random videos' scenes, one after another.
     Each scene is drawn with its own video's background and noise (as a hard cut would show)."""
     while True:
-        spec = synth.random_video_spec(rng, formats=("mp4",), sizes=[(WIDTH, HEIGHT)], fps_choices=[FPS])
+        spec = random_video_spec(rng, formats=("mp4",), sizes=[(WIDTH, HEIGHT)], fps_choices=[FPS])
         for scene in spec.scenes:
             yield spec, scene
 
@@ -62,14 +67,14 @@ def render_long_video(path: Path, minutes: float, seed: int) -> None:
     fps = Fraction(FPS)
     tmp = path.with_suffix(".part.mp4")
     rng = np.random.default_rng(seed)
-    layout = synth.VideoSpec([synth.SceneSpec("red", "circle", 2.0)], WIDTH, HEIGHT, FPS, "mp4")
+    layout = VideoSpec([SceneSpec("red", "circle", 2.0)], WIDTH, HEIGHT, FPS, "mp4")
     with av.open(str(tmp), mode="w", format="mp4") as out:
-        stream = synth._open_stream(out, layout, fps, threads=1)
+        stream = open_stream(out, layout, fps, threads=1)
         i = 0
         for spec, scene in _scenes(rng):
             scene_frames = round(scene.duration_s * FPS)
             for k in range(min(scene_frames, n_frames - i)):
-                frame = av.VideoFrame.from_ndarray(synth.render_frame(spec, scene, k / FPS, rng), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(render_frame(spec, scene, k / FPS, rng), format="rgb24")
                 frame.pts, frame.time_base = i, 1 / fps
                 out.mux(stream.encode(frame))
                 i += 1

@@ -72,7 +72,7 @@ def main() -> None:
         launched = time.time()
         run = run_vidsift(["index", str(folder / "videos"), "--db", str(db), "--model", "shapes-tiny",
                            "--json", "--quiet"])
-        rows = VideoStore(str(db)).video_rows(resolve_spec("shapes-tiny").table_suffix, ["video_id", "indexed_at"])
+        rows = VideoStore(str(db)).model(resolve_spec("shapes-tiny")).video_rows(["video_id", "indexed_at"])
     finally:
         shutil.rmtree(db.parent, ignore_errors=True)
     times, done = flush_points([r["indexed_at"].timestamp() for r in rows], launched)

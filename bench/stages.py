@@ -132,7 +132,7 @@ def after_encode_stages(paths: list[str], encoder) -> dict:
             record = assemble_record(*args, config, encoder.model_key)
             totals["pool_and_refine_cuts"] += time.perf_counter() - t
             t = time.perf_counter()
-            store.write_videos(encoder.model_key, encoder.spec.table_suffix, [record])
+            store.model(encoder.spec).write_videos([record])
             totals["write"] += time.perf_counter() - t
     return {key: round(_per_frame(value, frames_total), 2) for key, value in totals.items()}
 

@@ -23,9 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import print_table, write_json  # noqa: E402
-from vidsift.pipeline.store import FrameRows, SegmentRow, VideoRecord, VideoStore  # noqa: E402
+from vidsift.pipeline.model_store import ModelRef  # noqa: E402
+from vidsift.pipeline.records import FrameRows, SegmentRow, VideoRecord  # noqa: E402
+from vidsift.pipeline.store import VideoStore  # noqa: E402
 
 DIM, FRAMES, SEGMENTS, THUMB_BYTES, BATCH = 512, 30, 3, 3000, 32
+MODEL = ModelRef("m", "bench")  # the vectors are made here: a model known by key and table suffix alone
 
 
 def make_batch(start: int, rng: np.random.Generator) -> list[VideoRecord]:
@@ -65,11 +68,11 @@ def main(argv=None) -> int:
             row = {"videos before": start}
             for mode, store in stores.items():
                 began = time.perf_counter()
-                store.write_videos("m", "bench", batch, new_ids={r.video_id for r in batch} if mode == "append" else ())
+                store.model(MODEL).write_videos(batch, new_ids={r.video_id for r in batch} if mode == "append" else ())
                 row[f"{mode} s"] = time.perf_counter() - began
             flushes.append(row)
-        counts = {mode: [t.count_rows() for t in (s.videos_table("bench"), s.segments_table("bench"),
-                                                  s.frames_table("bench"))] for mode, s in stores.items()}
+        counts = {mode: [t.count_rows() for t in (s.model(MODEL).videos(), s.model(MODEL).segments(),
+                                                  s.model(MODEL).frames())] for mode, s in stores.items()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     assert counts["merge"] == counts["append"], counts

@@ -1,14 +1,14 @@
 """Image and text encoders over a loaded open_clip model: batches in, L2-normalised numpy vectors out."""
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from open_clip import build_zero_shot_classifier
 
-from .loading import LoadedModel, load_model
+from .loading import LoadedModel, autocast, image_size, load_model
 from .spec import ModelSpec
 
 
@@ -42,8 +42,7 @@ class ClipEncoder:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        size = self.loaded.preprocess_cfg["size"]
-        return (size, size) if isinstance(size, int) else tuple(size)
+        return image_size(self.loaded.preprocess_cfg)
 
     @property
     def preprocess_cfg(self) -> dict:
@@ -59,10 +58,7 @@ class ClipEncoder:
         return int(self.encode_texts(["x"]).shape[1])
 
     def _autocast(self):
-        dtype = self.loaded.autocast_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.device, self.loaded.autocast_dtype)
 
     def to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
         """uint8 (N,H,W,3) -> normalised float (N,3,H,W) on the model's device."""
@@ -87,8 +83,6 @@ class ClipEncoder:
     def zero_shot(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
         """(D, C) label vectors: each label written into every template, encoded, averaged and
         normalised, by open_clip's ``build_zero_shot_classifier``."""
-        from open_clip import build_zero_shot_classifier
-
         with self._autocast():
             weights = build_zero_shot_classifier(self.model, self.loaded.tokenizer, list(labels), list(templates),
                                                  num_classes_per_batch=32, device=self.device)

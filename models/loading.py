@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
+import open_clip
 import torch
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+from open_clip.transform import merge_preprocess_dict
 
 from .errors import ModelUnavailableError
-from .needs import check_needs, reachable
+from .needs import check_needs, in_hub_cache, reachable
 from .registry import bundled, register_bundled_configs
 from .spec import ModelSpec
 
@@ -26,7 +31,8 @@ OFFLINE_OPTIONS = (
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 __all__ = ["ModelUnavailableError", "LoadedModel", "Weights", "check_weights", "load_model", "model_outline",
-           "preprocess_config", "pick_device", "pick_autocast", "OFFLINE_OPTIONS", "PRECISIONS"]
+           "preprocess_config", "pick_device", "pick_autocast", "resolve_precision", "autocast", "image_size",
+           "OFFLINE_OPTIONS", "PRECISIONS"]
 
 
 @dataclass
@@ -80,19 +86,34 @@ def pick_device(device: str) -> torch.device:
     return picked
 
 
-def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
-    """fp16/bf16 through autocast only: open_clip does not support pure fp16 inference."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """A name of ``PRECISIONS`` for ``precision`` on ``device``: ``auto`` is fp16 on CUDA, fp32
+    elsewhere (the one rule, for inference and training alike)."""
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
+        return "fp16" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:
         raise ModelUnavailableError(f"Unknown precision {precision!r}: choose auto, {', '.join(PRECISIONS)}.")
-    return PRECISIONS[precision]
+    return precision
+
+
+def pick_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """fp16/bf16 through autocast only: open_clip does not support pure fp16 inference."""
+    return PRECISIONS[resolve_precision(precision, device)]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The context a forward pass runs in: autocast to ``dtype``, or nothing for fp32 (None)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def image_size(preprocess_cfg: dict) -> tuple[int, int]:
+    """(height, width) of the model's input: open_clip's ``size`` is an int for a square or a pair."""
+    size = preprocess_cfg["size"]
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Build the model in eval mode on its device. Downloads (real tags only) happen here, never at import."""
-    import open_clip
-
     weights = check_weights(spec)
     tokenizer = check_needs(spec.name)  # before the (slow) build: a missing tokenizer fails at once
     device = pick_device(spec.device)
@@ -126,9 +147,6 @@ def model_outline(spec: ModelSpec) -> tuple[dict, int]:
 
     A tag's preprocessing is merged in with open_clip's own ``merge_preprocess_dict``, as its factory
     does when it loads the tag, because giving the tag to the factory here would download it."""
-    import open_clip
-    from open_clip.transform import merge_preprocess_dict
-
     weights = check_weights(spec)
     check_needs(spec.name)
     force = merge_preprocess_dict(weights.tag_cfg, weights.preprocess) if weights.tag_cfg else weights.preprocess
@@ -136,8 +154,7 @@ def model_outline(spec: ModelSpec) -> tuple[dict, int]:
         model = open_clip.create_model(spec.name, pretrained=None, device="meta", force_quick_gelu=weights.quick_gelu,
                                        force_preprocess_cfg=dict(force))
         cfg = dict(model.visual.preprocess_cfg)
-        size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-        width = int(model.encode_image(torch.empty(1, 3, size, size, device="meta")).shape[-1])
+        width = int(model.encode_image(torch.empty(1, 3, *image_size(cfg), device="meta")).shape[-1])
     return cfg, width
 
 
@@ -163,8 +180,6 @@ def _without_random_init_warning():
 def check_weights(spec: ModelSpec) -> Weights:
     """What to give open_clip's factory for ``spec``, failing fast with a clear message when the
     model or its weights cannot be had. Reads no weights and downloads nothing."""
-    import open_clip
-
     register_bundled_configs()
     if open_clip.get_model_config(spec.name) is None:
         raise ModelUnavailableError(
@@ -185,8 +200,6 @@ def check_weights(spec: ModelSpec) -> Weights:
             )
         return Weights(str(info.weights_path), preprocess=own)
     if spec.is_local_file:
-        import os
-
         if not os.path.isfile(spec.pretrained):
             raise ModelUnavailableError(f"Checkpoint {spec.pretrained!r} for model {spec.name!r} does not exist.")
         return Weights(spec.pretrained, preprocess=own)
@@ -218,22 +231,14 @@ def _tag_cached(tag_cfg: dict) -> bool:
     """Whether the file open_clip's ``download_pretrained`` would fetch for the tag is cached: from
     the hub (``org/repo/`` means open_clip's default file names, safetensors first) or a URL
     (open_clip keeps those in ``~/.cache/clip`` under their own name)."""
-    import os
-
-    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-
     hub = tag_cfg.get("hf_hub", "")
     if hub:
-        from huggingface_hub import try_to_load_from_cache
-
         repo_id, filename = os.path.split(hub)
         names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
-        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in names)
+        return any(in_hub_cache(repo_id, name) for name in names)
     url = tag_cfg.get("url", "")
     return bool(url) and os.path.isfile(os.path.expanduser(f"~/.cache/clip/{os.path.basename(url)}"))
 
 
 def _url_host(url: str) -> str:
-    from urllib.parse import urlparse
-
     return urlparse(url).hostname or "the download host"

@@ -16,6 +16,11 @@ from __future__ import annotations
 import os
 import socket
 
+import open_clip
+import timm
+from huggingface_hub import constants as hub_constants  # read at call time: the cache folder can change
+from huggingface_hub import try_to_load_from_cache
+
 from .errors import ModelUnavailableError
 
 HUB_HOST = "huggingface.co"
@@ -25,8 +30,6 @@ OFFLINE_FAMILIES = ("ViT-B-32, PE-Core-B-16, MobileCLIP2-S0, EVA02-B-16, convnex
 
 
 def _text_cfg(name: str) -> dict:
-    import open_clip
-
     return (open_clip.get_model_config(name) or {}).get("text_cfg", {})
 
 
@@ -49,7 +52,7 @@ def check_needs(name: str):
     _check_image_tower(name)
     for what, repo in hub_files(name):
         _require_transformers(name, what, repo)
-        if what != "tokenizer" and not _in_hub_cache(repo, "config.json") and not reachable(HUB_HOST):
+        if what != "tokenizer" and not in_hub_cache(repo, "config.json") and not reachable(HUB_HOST):
             raise ModelUnavailableError(_not_cached(name, what, repo))
     return load_tokenizer(name)
 
@@ -57,8 +60,6 @@ def check_needs(name: str):
 def load_tokenizer(name: str):
     """open_clip's tokenizer for ``name``; a Hugging Face one from the cache without touching the
     network when it is there, else downloaded when the hub is reachable."""
-    import open_clip
-
     repo = _text_cfg(name).get("hf_tokenizer_name")
     if not repo:
         return open_clip.get_tokenizer(name)  # open_clip's own vocabulary: always offline
@@ -90,21 +91,16 @@ def reachable(host: str, timeout: float = 3.0) -> bool:
 
 
 def _check_image_tower(name: str) -> None:
-    import open_clip
-
     tower = ((open_clip.get_model_config(name) or {}).get("vision_cfg") or {}).get("timm_model_name")
-    if tower:
-        import timm
-
-        if not timm.is_model(tower):
-            raise ModelUnavailableError(
-                f"Model {name!r} needs timm's image tower {tower!r}, which the installed timm "
-                f"{timm.__version__} does not have: pip install -U timm"
-            )
+    if tower and not timm.is_model(tower):
+        raise ModelUnavailableError(
+            f"Model {name!r} needs timm's image tower {tower!r}, which the installed timm "
+            f"{timm.__version__} does not have: pip install -U timm"
+        )
 
 
 def _require_transformers(name: str, what: str, repo: str) -> None:
-    try:
+    try:  # an optional extra: importing it is the check that it is installed
         import transformers  # noqa: F401
     except ImportError:
         raise ModelUnavailableError(
@@ -113,20 +109,17 @@ def _require_transformers(name: str, what: str, repo: str) -> None:
         ) from None
 
 
-def _in_hub_cache(repo: str, filename: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
+def in_hub_cache(repo: str, filename: str) -> bool:
+    """Whether the Hugging Face cache holds ``filename`` of ``repo`` (no network)."""
     return isinstance(try_to_load_from_cache(repo, filename), str)
 
 
 def _not_cached(name: str, what: str, repo: str) -> str:
-    from huggingface_hub.constants import HF_HUB_CACHE
-
     return (
         f"Model {name!r} needs the {what} {repo}, which is not in the Hugging Face cache and cannot be "
         f"downloaded: {HUB_HOST} is unreachable (no network, or HF_HUB_OFFLINE=1). Run it once where the "
-        f"hub is reachable, or copy models--{repo.replace('/', '--')} into {HF_HUB_CACHE} from a machine "
-        f"that has it; or use a model whose tokenizer ships with open_clip ({OFFLINE_FAMILIES})."
+        f"hub is reachable, or copy models--{repo.replace('/', '--')} into {hub_constants.HF_HUB_CACHE} from a "
+        f"machine that has it; or use a model whose tokenizer ships with open_clip ({OFFLINE_FAMILIES})."
     )
 
 

@@ -46,7 +46,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
 
 def register_bundled_configs() -> None:
     """Tell open_clip about our JSON configs (idempotent)."""
-    import open_clip
+    import open_clip  # lazy: models.spec imports this module and the CLI imports spec at start; open_clip costs ~5 s
 
     for path in sorted(CONFIG_DIR.glob("*.json")):
         if open_clip.get_model_config(path.stem) is None:

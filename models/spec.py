@@ -6,6 +6,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from .registry import bundled
+
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 
@@ -42,8 +44,6 @@ class ModelSpec:
         elif self.is_local_file:
             weights = "ckpt-" + _file_digest(self.pretrained)
         elif not self.pretrained:
-            from .registry import bundled
-
             model = bundled(self.name)
             weights = "bundled-" + (_file_digest(str(model.weights_path)) if model else "missing")
         else:
@@ -62,8 +62,6 @@ def resolve_spec(
 ) -> ModelSpec:
     """Fill in what the user left out: a bundled model defaults to its own weights, any other
     model to the LAION tag of the default model."""
-    from .registry import bundled
-
     name = name or DEFAULT_MODEL
     if pretrained is None:
         pretrained = "" if bundled(name) else DEFAULT_PRETRAINED

@@ -66,6 +66,11 @@ class ArchiveModel:
         return self.key.split("|", 1)[0]
 
     @property
+    def table_suffix(self) -> str:
+        """As ``ModelSpec.table_suffix``: so ``VideoStore.model`` takes an archive's model as it takes a spec."""
+        return self.suffix
+
+    @property
     def weights(self) -> str:
         return weights_of(self.key)
 

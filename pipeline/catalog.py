@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-CATALOG_COLUMNS = ("segment_id", "video_id", "path", "segment_index", "start", "end", "n_frames",
-                   "starts_scene", "tags")
+from .records import SEGMENT
 
 
 def table_has_vector_index(table) -> bool:
@@ -34,14 +33,14 @@ class SegmentCatalog:
     version: int
     has_vector_index: bool
     row_ids: np.ndarray   # uint64, ascending
-    columns: pa.Table     # CATALOG_COLUMNS, one row per id, in the same order
+    columns: pa.Table     # the segment columns marked ``catalog`` (``records.SEGMENT``), one row per id, in order
 
     @classmethod
     def load(cls, table) -> SegmentCatalog:
         """Scan ``table`` (a LanceDB segments table) at its current version."""
         version = table.version
         has_index = table_has_vector_index(table)
-        data = table.to_lance().to_table(columns=list(CATALOG_COLUMNS), with_row_id=True)
+        data = table.to_lance().to_table(columns=list(SEGMENT.catalog_columns), with_row_id=True)
         row_ids = data.column("_rowid").to_numpy().astype(np.uint64)
         if np.any(row_ids[1:] < row_ids[:-1]):  # fragments need not come in row-id order
             order = np.argsort(row_ids, kind="stable")

@@ -1,4 +1,5 @@
-"""Zero-shot classification of clips against any label set, with prompt-template ensembles."""
+"""Zero-shot classification of clips against any label set, with prompt-template ensembles, and
+open-set answers ("none of these labels") from the calibrated confidence of ``pipeline.confidence``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,23 +9,14 @@ import numpy as np
 
 from vidsift.models.interface import Encoder
 
+from .confidence import MATCH_THRESHOLD, is_match
 from .config import IndexConfig
 from .errors import InputError
 from .indexing import embed_video
+from .prompt_templates import DEFAULT_TEMPLATES
+from .search import format_timestamp
 from .segments import build_segments, mean_pool
 
-# An ensemble in the style of CLIP's published video prompts (Kinetics/UCF101): the label in a
-# handful of photo/video phrasings, averaged in embedding space.
-DEFAULT_TEMPLATES = (
-    "{}.",
-    "a photo of {}.",
-    "a video of {}.",
-    "a frame of a video showing {}.",
-    "a photo showing {}.",
-    "a video frame of {}.",
-    "a close-up photo of {}.",
-    "a low resolution video of {}.",
-)
 MAX_LABELS = 5_000
 
 
@@ -125,8 +117,6 @@ class ClipClassification:
 
 
 def _with_confidence(rows: list[dict], confidence: dict[str, float] | None) -> list[dict]:
-    from .confidence import is_match
-
     if confidence is None:
         return rows
     return [{**row, "confidence": round(float(confidence[row["label"]]), 4),
@@ -145,8 +135,6 @@ def open_set_answer(labels: list[str], clip_probs: np.ndarray, segment_probs: li
     by a "none"). Whether a segment shows one of the labels: ``any_label`` (per segment,
     ``Calibration.set_confidences``) > 0.5 when given, else some label's own ``confidence``
     ((labels, segments)) > 0.5. The labels shown somewhere are ``ClipClassification.matches``."""
-    from .confidence import MATCH_THRESHOLD
-
     if any_label is None:
         shown = (np.asarray(confidence) > MATCH_THRESHOLD).any(axis=0)
     else:
@@ -185,7 +173,7 @@ def classify_clip(encoder, path: str, classifier: ZeroShotClassifier, config: In
     if conf is not None:
         result.label = label
         result.matches = sorted(({"label": name, "confidence": round(value, 4)} for name, value in best.items()
-                                 if value > 0.5), key=lambda row: -row["confidence"])
+                                 if is_match(value)), key=lambda row: -row["confidence"])
         result.calibration = calibration.describe()
     if per_segment:
         for j, (seg, probs) in enumerate(zip(segments, segment_probs)):
@@ -199,8 +187,6 @@ def classify_clip(encoder, path: str, classifier: ZeroShotClassifier, config: In
 
 def format_classification(result: ClipClassification) -> str:
     """`vidsift classify`'s human text: the verdict, the top labels, and each segment."""
-    from .search import format_timestamp
-
     lines = [f"{result.path} ({result.duration:.1f} s)"]
     if result.calibration is not None:
         if result.label is None:

@@ -22,7 +22,8 @@ labels") the labels count together against what is outside the set (``set_confid
 nothing is fitted on labels. A text with no content word (only "a", "the", "photo"...) describes
 nothing and has confidence 0.
 
-Rival descriptions come from the archive without labels (``fit_calibration``, `vidsift calibrate`):
+Rival descriptions come from the archive without labels (``confidence_fit.fit_calibration``, `vidsift
+calibrate`; the banks are built in ``confidence_bank``, from the words of ``confidence_words``):
 a vocabulary the model reads (English words from open_clip's tokenizer vocabulary, most frequent
 first; a bundled model trained on a closed vocabulary ships the words of its training captions),
 minus the words the model does not react to (their embedding is the empty text's); each sampled
@@ -35,288 +36,33 @@ caught), which every output says.
 """
 from __future__ import annotations
 
-import datetime as dt
-import json
-import re
+import dataclasses
+import functools
+import os
 import threading
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
+from .confidence_bank import RivalBank, default_bank, encode_texts
+from .confidence_fit import load_fitted_bank
+from .confidence_words import content_words
+from .prompt_templates import DEFAULT_TEMPLATES, prompt_ensembles
+from .store import VideoStore
+
 MATCH_THRESHOLD = 0.5
+# How texts are weighed against rivals (bench/eval_confidence.py --rules measures each; only "plain"
+# is used: on fresh seeds the others trade one target for another or cost 8 text encodings a query):
+# "plain": the query, the labels' ensembles and the rivals' plain phrases;
+# "ensemble-rivals": a search query against the rivals' prompt ensembles (embedded once per model,
+#     cached: nothing more is embedded per query); classification as "plain";
+# "ensembles": the query's prompt ensemble (8 more texts embedded per query) and the labels' against
+#     the rivals' ensembles.
+RULES = ("plain", "ensemble-rivals", "ensembles")
+RULE = "plain"
 CONTENT_FREE_PROMPTS = ("", "a photo.", "a picture.", "an image.", "a video.", "a frame of a video.",
                         "something.", "a thing.")
-# Function words, and words that name the medium rather than what it shows.
-STOP_WORDS = frozenset("""
-a an the this that these those it its it's there here some any each every no not
-of on in at to into onto from by with without for about over under above below near between behind
-and or but as than then so very just also only
-is are was were be been being am has have had do does did can could will would should may might
-i me my we our you your he him his she her they them their who whom which what where when how
-photo photos picture pictures image images video videos clip clips frame frames footage still stills
-scene scenes shot shots showing shows show shown seen view
-""".split())
-CALIBRATION_META_KEY = b"vidsift_calibration"
-VOCABULARY_SIZE = 10_000       # English words read by fit_calibration (most frequent first)
-INFORMATIVE_FRACTION = 0.1     # a word the model moves less than this x the median word is ignored
-WORDS_PER_SEGMENT = 3          # each sampled segment is described by its 3 best words
-SAMPLE_SEGMENTS = 20_000
-MAX_PHRASES = 2048
-DEFAULT_BANK_MAX_WORDS = 64    # words of a shipped vocabulary paired into the default bank
-
-
-# ---- words ---------------------------------------------------------------------------------
-
-def _stem(word: str) -> str:
-    """A plural and its singular are one word here ("circles" is no rival of "circle")."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("sses", "xes", "ches", "shes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def words_of(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", (text or "").lower())
-
-
-def content_words(text: str) -> frozenset[str]:
-    """The words of ``text`` that say what to look for (stems, without function/medium words)."""
-    return frozenset(_stem(w) for w in words_of(text) if w not in STOP_WORDS)
-
-
-def english_vocabulary(size: int = VOCABULARY_SIZE) -> list[str]:
-    """The ``size`` most frequent whole English words of open_clip's tokenizer vocabulary (its BPE
-    merges come in frequency order), without function words: what any open_clip text tower reads."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    out: list[str] = []
-    for token in SimpleTokenizer().encoder:
-        if not token.endswith("</w>"):
-            continue
-        word = token[:-4]
-        if 3 <= len(word) <= 15 and word.isascii() and word.isalpha() and word.islower() \
-                and word not in STOP_WORDS:
-            out.append(word)
-            if len(out) >= size:
-                break
-    return out
-
-
-def _shapes_world_caption_words() -> list[str]:
-    """Every word of the captions shapes-tiny was trained on (``shapes_world.caption_variants``)."""
-    from .shapes_world import BACKGROUNDS, COLOURS, SHAPES, caption_variants
-
-    words = {w for c in COLOURS for s in SHAPES for bg in (None, *BACKGROUNDS)
-             for caption in caption_variants(c, s, bg) for w in words_of(caption)}
-    return sorted(w for w in words if w not in STOP_WORDS)
-
-
-# A bundled model trained from scratch on a closed vocabulary reads only the words of its captions
-# (any other word is noise to it): it ships them. Every other model reads English.
-CAPTION_VOCABULARIES = {"shapes-tiny": _shapes_world_caption_words}
-
-
-def model_vocabulary(spec, size: int = VOCABULARY_SIZE) -> tuple[list[str], str]:
-    """(words, where they come from) for the model of ``spec``."""
-    own = CAPTION_VOCABULARIES.get(spec.name)
-    if own is not None and not spec.pretrained:
-        return own(), f"the words of {spec.name}'s training captions"
-    return english_vocabulary(size), f"the {size} most frequent English words of the open_clip tokenizer"
-
-
-# ---- the rival bank ------------------------------------------------------------------------
-
-@dataclass
-class RivalBank:
-    """Rival descriptions with their (L2-normalised) embeddings, and where they come from."""
-
-    phrases: list[str]
-    vectors: np.ndarray                      # (n, dim) float32
-    source: str                              # "fitted", "default" or "none"
-    info: dict = field(default_factory=dict)
-    stems: list[frozenset] = field(init=False)
-    _valid: dict = field(init=False, default_factory=dict, repr=False)
-
-    def __post_init__(self):
-        self.vectors = np.asarray(self.vectors, dtype=np.float32)
-        if self.phrases:
-            self.vectors = self.vectors.reshape(len(self.phrases), -1)
-        self.stems = [content_words(p) for p in self.phrases]
-
-    def valid_for(self, content: frozenset) -> np.ndarray:
-        """Rivals of a text with these content words: not made only of its words (implied by it),
-        and not containing all of them (a refinement of it). Remembered for the last 256 texts."""
-        found = self._valid.get(content)
-        if found is None:
-            found = np.fromiter((not (s <= content or content <= s) for s in self.stems), bool, len(self.stems))
-            if len(self._valid) >= 256:
-                self._valid.pop(next(iter(self._valid)))
-            self._valid[content] = found
-        return found
-
-
-def _informative(words: list[str], vectors: np.ndarray, empty: np.ndarray) -> np.ndarray:
-    """Words the model reacts to: their embedding differs from the empty text's at least a tenth as
-    much as the median word's (shapes-tiny ignores "background", "moving": ~0.01 against ~0.4)."""
-    effect = 1.0 - vectors @ empty
-    return effect >= INFORMATIVE_FRACTION * float(np.median(effect)) if len(words) else np.zeros(0, bool)
-
-
-def encode_texts(encoder, texts: list[str], batch: int = 256, progress=None) -> np.ndarray:
-    out = []
-    for begin in range(0, len(texts), batch):
-        out.append(encoder.encode_texts(texts[begin:begin + batch]))
-        if progress:
-            progress(min(begin + batch, len(texts)), len(texts))
-    if not out:
-        return np.zeros((0, encoder.embed_dim), dtype=np.float32)
-    vectors = np.concatenate(out).astype(np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def default_bank(encoder) -> RivalBank:
-    """Without a fitted calibration: every word and ordered word pair of a model that ships its own
-    closed vocabulary (shapes-tiny); nothing for a model that reads English (too many words to pair
-    without knowing which ones the archive needs)."""
-    if encoder.spec.name not in CAPTION_VOCABULARIES or encoder.spec.pretrained:
-        return RivalBank([], np.zeros((0, encoder.embed_dim)), "none")
-    words, origin = model_vocabulary(encoder.spec)
-    vectors = encode_texts(encoder, words)
-    empty = encode_texts(encoder, [""])[0]
-    kept = [w for w, ok in zip(words, _informative(words, vectors, empty)) if ok][:DEFAULT_BANK_MAX_WORDS]
-    phrases = kept + [f"{a} {b}" for a in kept for b in kept if a != b]
-    return RivalBank(phrases, encode_texts(encoder, phrases), "default",
-                     {"vocabulary": origin, "words": len(kept)})
-
-
-def _sample_vectors(table, sample: int, seed: int) -> np.ndarray:
-    dataset = table.to_lance()
-    total = dataset.count_rows()
-    if total == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(total, size=min(total, sample), replace=False))
-    column = dataset.take(rows.tolist(), columns=["vector"]).column("vector")
-    return np.asarray(column.combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                      dtype=np.float32).reshape(len(rows), -1)
-
-
-def fit_bank(encoder, segment_vectors: np.ndarray, words: list[str] | None = None,
-             words_per_segment: int = WORDS_PER_SEGMENT, max_phrases: int = MAX_PHRASES,
-             progress=None) -> RivalBank:
-    """Rival phrases describing these segments, from the model's vocabulary, without labels: each
-    segment's ``words_per_segment`` best words (scores centred on the segments' mean), and the
-    words and ordered pairs of words describing the most segments."""
-    origin = "the given words"
-    if words is None:
-        words, origin = model_vocabulary(encoder.spec)
-    vectors = encode_texts(encoder, list(words), progress=progress)
-    empty = encode_texts(encoder, [""])[0]
-    keep = _informative(list(words), vectors, empty)
-    words = [w for w, ok in zip(words, keep) if ok]
-    vectors = vectors[keep]
-    x = np.asarray(segment_vectors, dtype=np.float32)
-    counts: Counter = Counter()
-    if len(x) and len(words):
-        mean = np.zeros(len(words), dtype=np.float64)
-        for begin in range(0, len(x), 4096):
-            mean += (x[begin:begin + 4096] @ vectors.T).sum(axis=0)
-        mean /= len(x)
-        r = min(words_per_segment, len(words))
-        for begin in range(0, len(x), 4096):
-            scores = x[begin:begin + 4096] @ vectors.T - mean.astype(np.float32)
-            top = np.argpartition(-scores, r - 1, axis=1)[:, :r]
-            for row in top:
-                chosen = [words[j] for j in row]
-                counts.update((w,) for w in chosen)
-                counts.update((a, b) for a in chosen for b in chosen if a != b)
-    phrases = [" ".join(p) for p, _ in counts.most_common(max_phrases)]
-    return RivalBank(phrases, encode_texts(encoder, phrases), "fitted",
-                     {"vocabulary": origin, "informative_words": len(words), "segments_sampled": int(len(x))})
-
-
-# ---- stored calibrations ---------------------------------------------------------------------
-
-def calibration_table_name(suffix: str) -> str:
-    return f"calibration_{suffix}"
-
-
-def _open_table(store, name: str):
-    try:
-        return store.db.open_table(name)
-    except ValueError as exc:  # LanceDB: "Table 'name' was not found"
-        if "not found" in str(exc):
-            return None
-        raise
-
-
-def fit_calibration(store, encoder, sample: int = SAMPLE_SEGMENTS, vocabulary_size: int = VOCABULARY_SIZE,
-                    seed: int = 0, progress=None) -> dict:
-    """`vidsift calibrate`: fit the rival bank of ``encoder``'s model on this archive (no labels) and
-    store it in ``calibration_<model>`` (replacing a previous one). Returns a report."""
-    import pyarrow as pa
-
-    from .errors import InputError
-    from .search import require_indexed
-
-    spec = encoder.spec
-    require_indexed(store, spec)
-    table = store.segments_table(spec.table_suffix)
-    if table is None or table.count_rows() == 0:
-        raise InputError(f"Nothing is indexed with {spec.key}: index videos before calibrating.")
-    segments = table.count_rows()
-    x = _sample_vectors(table, sample, seed)
-    words, origin = model_vocabulary(spec, vocabulary_size)
-    bank = fit_bank(encoder, x, words, progress=progress)
-    bank.info["vocabulary"] = origin
-    info = {**bank.info, "model": spec.key, "segments": segments, "table_version": int(table.version),
-            "fitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "phrases": len(bank.phrases), "seed": seed}
-    dim = bank.vectors.shape[1] if len(bank.phrases) else encoder.embed_dim
-    schema = pa.schema([pa.field("phrase", pa.string()), pa.field("vector", pa.list_(pa.float32(), dim))],
-                       metadata={CALIBRATION_META_KEY: json.dumps(info).encode()})
-    data = pa.table({"phrase": pa.array(bank.phrases, pa.string()),
-                     "vector": pa.FixedSizeListArray.from_arrays(pa.array(bank.vectors.ravel(), pa.float32()), dim)},
-                    schema=schema)
-    with store.exclusive_writer():
-        store.db.create_table(calibration_table_name(spec.table_suffix), data, mode="overwrite")
-    _BANKS.clear()
-    return {**info, "examples": bank.phrases[:12]}
-
-
-def format_calibration(report: dict) -> str:
-    """`vidsift calibrate`'s human text."""
-    return (f"calibrated {report['model']} on this archive ({report['segments']} segments, "
-            f"{report['segments_sampled']} sampled, no labels): {report['phrases']} rival phrases from "
-            f"{report['informative_words']} words ({report['vocabulary']}); e.g. "
-            + ", ".join(report["examples"][:8]))
-
-
-def load_fitted_bank(store, suffix: str) -> RivalBank | None:
-    """The stored rival bank of a model, or None; cached per table version."""
-    table = _open_table(store, calibration_table_name(suffix))
-    if table is None:
-        return None
-    key = (store.uri, suffix, int(table.version))
-    with _LOCK:
-        if key in _BANKS:
-            return _BANKS[key]
-    data = table.to_arrow()
-    info = json.loads((data.schema.metadata or {}).get(CALIBRATION_META_KEY, b"{}"))
-    vectors = np.asarray(data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                         dtype=np.float32).reshape(data.num_rows, -1)
-    bank = RivalBank(data.column("phrase").to_pylist(), vectors, "fitted", info)
-    with _LOCK:
-        _BANKS[key] = bank
-    return bank
-
-
-_BANKS: dict[tuple, RivalBank] = {}
-_LOCK = threading.Lock()
 
 
 # ---- scoring ---------------------------------------------------------------------------------
@@ -346,6 +92,8 @@ class Calibration:
     content_free: np.ndarray                 # (m, dim)
     bank: RivalBank
     model: str = ""
+    embed_query: Callable[[str], np.ndarray] | None = None  # a query's prompt ensemble (None: its plain vector)
+    ensembles_for_labels: bool = False       # labels (classify) against the rivals' ensembles too
 
     @property
     def source(self) -> str:
@@ -363,32 +111,35 @@ class Calibration:
         return {"source": self.source, "rivals": len(self.bank.phrases), "note": notes[self.source],
                 **{k: v for k, v in self.bank.info.items() if k in ("fitted_at", "segments", "vocabulary")}}
 
-    def confidences(self, text: str, text_vector: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """Confidence that each of ``vectors`` (segments, L2-normalised) shows ``text``."""
-        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        content = content_words(text)
-        if not content or len(vectors) == 0:
-            return np.zeros(len(vectors))
-        q = vectors @ (np.asarray(text_vector, dtype=np.float32) / max(np.linalg.norm(text_vector), 1e-12))
-        c = scores(vectors, self.content_free).max(axis=1)
-        mask = self.bank.valid_for(content)
-        if mask.any():
-            r = scores(vectors, self.bank.vectors)[:, mask].max(axis=1)
-            rival = np.exp(np.clip(self.logit_scale * (r - q), -80, 80))
-        else:
-            rival = 0.0
-        free = np.exp(np.clip(self.logit_scale * (c - q), -80, 80))
-        return 1.0 / (1.0 + free + rival)
+    def rivals(self, for_query: bool) -> np.ndarray:
+        """The rival phrases' vectors a search query (``for_query``) or a label set is weighed
+        against: their prompt ensembles when the bank has them (for labels only under the
+        "ensembles" rule), else the phrases' own vectors."""
+        if self.bank.ensembles is None or not (for_query or self.ensembles_for_labels):
+            return self.bank.vectors
+        return self.bank.ensembles
 
-    def confidence_matrix(self, texts: list[str], text_vectors: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """(len(texts), len(vectors)) confidences: each label of a set against each segment."""
+    def confidences(self, text: str, text_vector: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """Confidence that each of ``vectors`` (segments, L2-normalised) shows ``text``; with
+        ``embed_query`` the text is weighed as that embeds it (its prompt ensemble), not as
+        ``text_vector`` (the plain query vector the search ranked with)."""
+        if self.embed_query is not None and content_words(text):
+            text_vector = self.embed_query(text)
+        return self.confidence_matrix([text], np.atleast_2d(text_vector), vectors, for_query=True)[0]
+
+    def confidence_matrix(self, texts: list[str], text_vectors: np.ndarray, vectors: np.ndarray,
+                          for_query: bool = False) -> np.ndarray:
+        """(len(texts), len(vectors)) confidences: each text (a label of a set, or a search query)
+        against each segment."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        out = np.zeros((len(texts), len(vectors)))
+        if len(vectors) == 0:
+            return out
         tv = np.atleast_2d(np.asarray(text_vectors, dtype=np.float32))
         tv = tv / np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-12)
         q = scores(tv, vectors)                                     # (T, N)
-        c = scores(vectors, self.content_free).max(axis=1)[None, :]  # (1, N)
-        bank = scores(vectors, self.bank.vectors) if len(self.bank.phrases) else None  # (N, R)
-        out = np.zeros((len(texts), len(vectors)))
+        c = scores(vectors, self.content_free).max(axis=1)          # (N,)
+        bank = scores(vectors, self.rivals(for_query)) if len(self.bank.phrases) else None  # (N, R)
         for i, text in enumerate(texts):
             content = content_words(text)
             if not content:
@@ -398,7 +149,7 @@ class Calibration:
                 mask = self.bank.valid_for(content)
                 if mask.any():
                     rival = np.exp(np.clip(self.logit_scale * (bank[:, mask].max(axis=1) - q[i]), -80, 80))
-            free = np.exp(np.clip(self.logit_scale * (c[0] - q[i]), -80, 80))
+            free = np.exp(np.clip(self.logit_scale * (c - q[i]), -80, 80))
             out[i] = 1.0 / (1.0 + free + rival)
         return out
 
@@ -427,23 +178,24 @@ class Calibration:
             for i in keep:
                 mask &= self.bank.valid_for(content_words(texts[i]))
             if mask.any():
-                r = scores(vectors, self.bank.vectors[mask]).max(axis=1)
+                r = scores(vectors, self.rivals(False)[mask]).max(axis=1)
                 out_of_set = out_of_set + np.exp(np.clip(self.logit_scale * (r - top), -80, 80))
         in_set = np.exp(np.clip(self.logit_scale * (q - top[:, None]), -80, 0)).sum(axis=1)
         return in_set / (in_set + out_of_set)
 
     def best_rivals(self, text: str, vectors: np.ndarray, n: int = 3) -> list[list[str]]:
-        """For explanation: the rival phrases that score highest on each of ``vectors``."""
+        """For explanation: the rival phrases that score highest on each of ``vectors`` for the query ``text``."""
         mask = self.bank.valid_for(content_words(text))
         if not mask.any():
             return [[] for _ in np.atleast_2d(vectors)]
         phrases = [p for p, ok in zip(self.bank.phrases, mask) if ok]
-        found = scores(np.atleast_2d(vectors), self.bank.vectors)[:, mask]
+        found = scores(np.atleast_2d(vectors), self.rivals(True))[:, mask]
         return [[phrases[j] for j in np.argsort(-row)[:n]] for row in found]
 
 
-_DEFAULTS: dict[str, RivalBank] = {}
+_DEFAULTS: dict[tuple, RivalBank] = {}
 _CONTENT_FREE: dict[str, np.ndarray] = {}
+_LOCK = threading.Lock()
 
 
 def _content_free(encoder) -> np.ndarray:
@@ -456,31 +208,46 @@ def _content_free(encoder) -> np.ndarray:
     return found
 
 
-def load_calibration(store, encoder) -> Calibration:
-    """The calibration ``encoder``'s model uses on ``store``: fitted if `vidsift calibrate` ran,
-    else the model's default (see the module's notes)."""
-    bank = load_fitted_bank(store, encoder.spec.table_suffix) if store is not None else None
+def query_ensemble(encoder, templates: tuple[str, ...], text: str) -> np.ndarray:
+    """``text``'s prompt ensemble: its ``templates`` embedded in one batch and averaged."""
+    return prompt_ensembles(encoder, [text], templates)[0]
+
+
+def model_default_bank(encoder, templates: tuple[str, ...] = ()) -> RivalBank:
+    """The model's default rival bank (``confidence_bank.default_bank``), kept for the process."""
+    key = (encoder.model_key, tuple(templates))
+    with _LOCK:
+        bank = _DEFAULTS.get(key)
     if bank is None:
+        bank = default_bank(encoder, templates=templates)
         with _LOCK:
-            bank = _DEFAULTS.get(encoder.model_key)
-        if bank is None:
-            bank = default_bank(encoder)
-            with _LOCK:
-                _DEFAULTS[encoder.model_key] = bank
+            _DEFAULTS[key] = bank
+    return bank
+
+
+def load_calibration(store, encoder, bank: RivalBank | None = None, rule: str = RULE) -> Calibration:
+    """The calibration ``encoder``'s model uses on ``store``: ``bank`` when given (the benches), else
+    the one fitted by `vidsift calibrate`, else the model's default (see the module's notes); texts
+    weighed by ``rule`` (``RULES``). A bank without prompt ensembles (a fitted one) is weighed plain."""
+    if rule not in RULES:
+        raise ValueError(f"unknown confidence rule {rule!r} (one of {', '.join(RULES)})")
+    templates = () if rule == "plain" else DEFAULT_TEMPLATES
+    if bank is None and store is not None:
+        bank = load_fitted_bank(store, encoder.spec.table_suffix)
+    if bank is None:
+        bank = model_default_bank(encoder, templates)
+    if rule == "plain" and bank.ensembles is not None:
+        bank = dataclasses.replace(bank, ensembles=None)
+    ensembles = rule == "ensembles" and bank.ensembles is not None
     return Calibration(logit_scale=encoder.logit_scale, content_free=_content_free(encoder), bank=bank,
-                       model=encoder.model_key)
+                       model=encoder.model_key, ensembles_for_labels=ensembles,
+                       embed_query=functools.partial(query_ensemble, encoder, templates) if ensembles else None)
 
 
 def calibration_for(db: str, encoder, storage_options: dict | None = None) -> Calibration:
     """The calibration for work outside the archive (`vidsift classify` of any clip): the one fitted
     on the archive at ``db`` when there is one, else the model's default."""
-    import os
-
-    store = None
-    if "://" in db or os.path.isdir(db):
-        from .store import VideoStore
-
-        store = VideoStore(db, storage_options=storage_options)
+    store = VideoStore(db, storage_options=storage_options) if "://" in db or os.path.isdir(db) else None
     return load_calibration(store, encoder)
 
 

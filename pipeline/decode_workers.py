@@ -20,6 +20,7 @@ process, so a process busy decoding never blocks the job's loop.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import queue
@@ -28,6 +29,8 @@ import socket
 import threading
 from multiprocessing.connection import Connection
 
+from . import video_libs
+
 _STOP = object()
 
 
@@ -35,8 +38,6 @@ def _die_with_parent() -> None:
     """Linux: this process is killed when the job's process dies (even by SIGKILL), so a hung
     decoder never outlives its job."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() == 1:  # the parent died before the call
@@ -53,11 +54,14 @@ def worker_main(conn: Connection) -> None:
     _die_with_parent()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    import av  # noqa: F401 - PyAV's libraries before decord's (pipeline/decode.py)
-    import decord  # noqa: F401
-    import lance.fragment  # noqa: F401
+    # The ~2 s of imports a decoding process pays, here and not at the top of this module: a spawned
+    # process imports this module before ``worker_main`` runs, and they must come after the signals
+    # are set (a Ctrl-C meanwhile would print a traceback from every process); the job's own process,
+    # which imports this module too, decodes nothing and never loads decord.
+    video_libs.decord()
+    import lance.fragment  # noqa: F401 - lazy: see above
 
-    from . import indexing
+    from . import indexing  # lazy: see above
 
     conn.send(("ready", os.getpid()))
 

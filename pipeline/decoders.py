@@ -9,9 +9,9 @@ A GPU decoder that fails or returns other frames mid-video hands the rest of the
 from the first frame it did not deliver; each chunk says which decoder made it
 (``FrameChunk.decoder``). ``decoder="cpu"`` asks for PyAV, ``"decord"`` for decord.
 
-What every path keeps (``pipeline.decode``'s hardening): file checks and the header read first,
-errors in words naming the file and cause, the truncation check from a sequential read, and a plan
-clamped to the frames that really exist and decode.
+What every path keeps: file checks and the header read first (``pipeline.container``), errors in
+words naming the file and cause, the truncation check from a sequential read
+(``pipeline.truncation``), and a plan clamped to the frames that really exist and decode.
 """
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import gpu_decode, pyav_decode
+from . import gpu_decode, pyav_decode, video_libs
 from .config import DECODERS, IndexConfig
+from .container import FrameChunk, VideoInfo, ffmpeg_reason
 from .errors import VideoError
 from .frames import FrameTransform
 from .sampling import plan_frame_indices
+from .truncation import raise_if_truncated, shorter_than_declared, truncation_checked
 
 log = logging.getLogger("vidsift.decode")
 
@@ -147,15 +149,13 @@ def decode_sampled(path: str, facts, transform: FrameTransform, config: IndexCon
                    probe: GpuProbe = DEFAULT_PROBE):
     """The decode stage without decord: scan, check, plan, then a lazy iterator of chunks.
     ``facts`` is the header's ``ContainerFacts`` (already read by ``decode.decode_video``)."""
-    from .decode import TRUNCATION_TOLERANCE_S, FrameChunk, VideoInfo, _raise_if_truncated, _truncation_checked
-
     index = pyav_decode.scan(path)
-    if facts.declared_s and index.file_end < facts.declared_s - TRUNCATION_TOLERANCE_S:
-        _raise_if_truncated(path, facts)
+    if shorter_than_declared(facts, index.file_end):
+        raise_if_truncated(path, facts)
     try:
         duration = stream_info(path, index)
     except VideoError:
-        _raise_if_truncated(path, facts)
+        raise_if_truncated(path, facts)
         raise
     choice, gpu = choose_decoder(path, config, probe)
     size = None
@@ -168,8 +168,7 @@ def decode_sampled(path: str, facts, transform: FrameTransform, config: IndexCon
     starts = index.starts
 
     def chunks() -> Iterator[FrameChunk]:
-        import av
-
+        av = video_libs.pyav()
         batch: list[tuple[str, int, np.ndarray]] = []
         try:
             for item in reader.frames(indices):
@@ -178,18 +177,14 @@ def decode_sampled(path: str, facts, transform: FrameTransform, config: IndexCon
                     yield _chunk(batch, starts, transform, config)
                     batch = []
         except av.error.FFmpegError as exc:
-            from .decode import plain_decoder_reason
-
-            raise VideoError(path, "decode", plain_decoder_reason(f"{exc.strerror or ''} {exc.errno or ''}")) from None
+            raise VideoError(path, "decode", ffmpeg_reason(exc)) from None
         if batch:
             yield _chunk(batch, starts, transform, config)
 
-    return info, _truncation_checked(path, facts, chunks())
+    return info, truncation_checked(path, facts, chunks())
 
 
-def _chunk(batch, starts: np.ndarray, transform: FrameTransform, config: IndexConfig):
-    from .decode import FrameChunk
-
+def _chunk(batch, starts: np.ndarray, transform: FrameTransform, config: IndexConfig) -> FrameChunk:
     names = {name for name, _, _ in batch}
     idx = np.array([i for _, i, _ in batch], dtype=np.int64)
     frames = np.stack([frame for _, _, frame in batch])

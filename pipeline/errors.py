@@ -1,9 +1,7 @@
 """Errors a user sees: each names the file, the stage and the cause in one sentence."""
 from __future__ import annotations
 
-# Exit statuses of a command, shared by the CLI, the reports' "exit_status" fields and the docs:
-# done, failed, bad arguments, done with some inputs failed (recorded) / problems found.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+import signal
 
 
 class VideoError(Exception):
@@ -31,8 +29,6 @@ class Interrupted(BaseException):
     that no ``except Exception`` on the way swallows it. Finished work is written on the way out."""
 
     def __init__(self, signum: int):
-        import signal
-
         self.signum = signum
         self.signal_name = signal.Signals(signum).name
         self.exit_status = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -7,7 +7,7 @@ unreachable store keeps it), only under the folder named, and never when that fo
 unreadable or empty while the archive holds videos under it: an unmounted drive leaves an empty
 mount point, and must not empty the archive (``allow_empty`` says the folder really is empty).
 
-Crash safety follows the archive's rule (``VideoStore.write_videos``/``clear_orphans``): a
+Crash safety follows the archive's rule (``ModelTables.write_videos``/``clear_orphans``): a
 video's row is its "done" marker, so it is deleted first, then its segment and frame rows; a
 crash in between leaves orphans that the next job's start clears, never a video row without its
 segments.
@@ -22,11 +22,13 @@ import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pyarrow import fs as pafs
+
 from .errors import InputError
 from .scans import ScanCounts, record_scan
 from .sources import LIST_EXTENSIONS, VIDEO_EXTENSIONS
 from .storage import ListedFile, StorageError, is_remote, list_inputs, open_filesystem
-from .store import VideoStore, sql_in
+from .store import VideoStore
 
 CHUNK = 1000  # ids per delete: one SQL IN list stays small
 
@@ -101,8 +103,6 @@ def file_gone(path: str, storage_options: dict | None = None) -> bool:
             return False
         return False
     try:
-        from pyarrow import fs as pafs
-
         filesystem, fs_path = open_filesystem(path, storage_options)
         return filesystem.get_file_info(fs_path).type == pafs.FileType.NotFound
     except (OSError, StorageError):
@@ -169,14 +169,15 @@ def prune_root(store: VideoStore, root: Root, listed: list[ListedFile], storage_
     def candidate(path: str | None) -> bool:
         return bool(path) and path not in present and (only is None or path in only) and root.covers(path, named)
 
-    doomed: dict[str, tuple[str, list[dict]]] = {}  # suffix -> (model key, gone video rows)
-    for model in store.models():
-        rows = [r for r in store.video_rows(model["suffix"], ["video_id", "path"]) if candidate(r["path"])]
+    doomed = {}  # the model's tables -> its video rows under the root that are not listed
+    for model in store.archive_models():
+        tables = store.model(model)
+        rows = [r for r in tables.video_rows(["video_id", "path"]) if candidate(r["path"])]
         if rows:
-            doomed[model["suffix"]] = (model["model"], rows)
+            doomed[tables] = rows
     stale = [f for f in store.failures() if candidate(f["path"])]
     if (doomed or stale) and not allow_empty and _is_empty_folder(root):
-        videos = len({r["path"] for _, rows in doomed.values() for r in rows})
+        videos = len({r["path"] for rows in doomed.values() for r in rows})
         raise FolderUnreachable(
             f"{root.given}: the folder is empty but the archive holds {videos} videos under it; nothing was "
             "pruned (an unmounted drive looks like this: mount it; if the files really are gone, use --allow-empty)")
@@ -188,16 +189,12 @@ def prune_root(store: VideoStore, root: Root, listed: list[ListedFile], storage_
         return gone[path]
 
     report = PruneReport()
-    for suffix, (model_key, rows) in doomed.items():
+    for tables, rows in doomed.items():
         rows = [r for r in rows if is_gone(r["path"])]
         if not rows:
             continue
-        ids = sorted({r["video_id"] for r in rows})
-        # The video rows first: a crash after this leaves orphans, cleared at the next job's start.
-        for table in (store.videos_table(suffix), store.segments_table(suffix), store.frames_table(suffix)):
-            for begin in range(0, len(ids), CHUNK):
-                store.delete_rows(table, sql_in("video_id", ids[begin:begin + CHUNK]))
-        report.removed[model_key] = sorted({r["path"] for r in rows})
+        tables.delete_videos(sorted({r["video_id"] for r in rows}), chunk=CHUNK)
+        report.removed[tables.key] = sorted({r["path"] for r in rows})
     for model_key in sorted({f["model"] for f in stale}):
         paths = sorted({f["path"] for f in stale if f["model"] == model_key and is_gone(f["path"])})
         for begin in range(0, len(paths), CHUNK):
@@ -207,18 +204,20 @@ def prune_root(store: VideoStore, root: Root, listed: list[ListedFile], storage_
     return report
 
 
-def scan_once(store: VideoStore, inputs: list[str], model_key: str, suffix: str,
+def scan_once(store: VideoStore, inputs: list[str], spec,
               index_once: Callable[[list[str]], object], prune_first: bool = False,
               storage_options: dict | None = None, allow_empty: bool = False):
     """One ``vidsift index`` run: prune (when asked; first, so that a file moved inside the folder
     is indexed at its new path, not skipped as a copy of its old self), index, and record a scan
-    of each folder. Returns (the indexer's report, ``PruneReport``, folder -> ``ScanCounts``)."""
+    of each folder. ``spec``: the model indexed (``key``, ``table_suffix``: a ``ModelSpec``).
+    Returns (the indexer's report, ``PruneReport``, folder -> ``ScanCounts``)."""
     pruned = prune(store, inputs, storage_options, allow_empty) if prune_first else PruneReport()
     if prune_first:  # a video file named and pruned is not handed on, to be recorded as failed
         inputs = [i for i in inputs if not (root_of(i).kind == "file" and file_gone(root_of(i).path, storage_options))]
-    before = store.indexed_files(suffix)
+    tables = store.model(spec)
+    before = tables.indexed_files()
     report = index_once(list(inputs))
-    after = store.indexed_files(suffix)
+    after = tables.indexed_files()
     failed = {f.path for f in getattr(report, "failures", [])}
     scans: dict[str, ScanCounts] = {}
     for root in (root_of(item) for item in inputs):
@@ -232,5 +231,5 @@ def scan_once(store: VideoStore, inputs: list[str], model_key: str, suffix: str,
                 counts.added += old is None
                 counts.changed += old is not None and old["video_id"] != row["video_id"]
         with store.exclusive_writer():
-            record_scan(store, root.path, model_key, counts, "prune" if prune_first else "index")
+            record_scan(store, root.path, spec.key, counts, "prune" if prune_first else "index")
     return report, pruned, scans

@@ -14,6 +14,7 @@ YUV to RGB with its own arithmetic, so pixels differ from swscale's by a few lev
 """
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,14 +31,12 @@ class GpuMismatch(RuntimeError):
 def torchcodec_installed() -> bool:
     """Whether torchcodec is there at all, without importing it (or torch): the common answer on
     a CPU machine costs nothing."""
-    import importlib.util
-
     return importlib.util.find_spec("torchcodec") is not None
 
 
 def cuda_available() -> bool:
     """A CUDA device torch can use (False when torch has no CUDA or sees no device)."""
-    try:
+    try:  # lazy: asked only when torchcodec is installed; a CPU decoding process never loads torch (~3 s)
         import torch
     except ImportError:
         return False
@@ -50,7 +49,7 @@ def cuda_available() -> bool:
 def open_gpu_decoder(path: str, threads: int = 1):
     """torchcodec's decoder of ``path`` on the current CUDA device. Raises ImportError when
     torchcodec (or its FFmpeg) is missing, and its own error when it cannot open the file there."""
-    from torchcodec.decoders import VideoDecoder
+    from torchcodec.decoders import VideoDecoder  # lazy: an optional extra; its ImportError is the answer
 
     return VideoDecoder(path, device="cuda", dimension_order="NHWC", seek_mode="exact",
                         num_ffmpeg_threads=max(1, int(threads)))
@@ -61,7 +60,7 @@ def resize_on_device(frames, size: tuple[int, int] | None):
     filter, as the CPU path's swscale bicubic approximates it), on the frames' device."""
     if size is None or tuple(frames.shape[1:3]) == tuple(size):
         return frames
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # lazy: loaded already when frames are CUDA tensors (see cuda_available)
 
     x = frames.permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)

@@ -16,14 +16,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import faults
 from .config import IndexConfig
-from .decode import VideoInfo, decode_video
-from .errors import EXIT_OK, EXIT_PARTIAL, VideoError
+from .decode import VideoInfo, decode_video, refine_cuts
+from .errors import VideoError
 from .frames import FrameTransform
-from .segments import build_segments, mean_pool
+from .records import Failure, FrameRows, SegmentRow, VideoRecord, segment_row
+from .segments import build_segments, detect_cut_intervals, mean_pool
 from .sources import VideoFile
+from .sql_filters import sql_in
 from .staging import StagedVideo, StagingTarget, stage_record
-from .store import Failure, FrameRows, SegmentRow, VideoRecord, VideoStore
+from .storage import readable_copy
+from .store import VideoStore
+from .store_writes import write_failure
 
 
 def assemble_record(video: VideoFile, info: VideoInfo, times: np.ndarray, vectors: np.ndarray,
@@ -57,9 +62,6 @@ def _exact_cuts(path: str, times: np.ndarray, vectors: np.ndarray, duration: flo
     them itself (fixed windows, or refinement switched off)."""
     if segments.mode != "scenes" or not segments.refine_cuts:
         return None
-    from .decode import refine_cuts
-    from .segments import detect_cut_intervals
-
     return refine_cuts(path, detect_cut_intervals(times, vectors, duration, segments), frame_size=frame_size)
 
 
@@ -138,8 +140,9 @@ class JobReport:
     started: float = field(default_factory=time.monotonic, repr=False)
 
     @property
-    def exit_status(self) -> int:
-        return EXIT_PARTIAL if self.failures else EXIT_OK
+    def needs_attention(self) -> bool:
+        """Some inputs failed and were recorded (the CLI exits 3: ``app.exit_codes``)."""
+        return bool(self.failures)
 
     def mark_startup(self, frames_so_far: int) -> None:
         """Called when the first embedded frames arrive (once; later calls are ignored)."""
@@ -163,7 +166,6 @@ class JobReport:
             "steady_fps": None if self.steady_fps is None else round(self.steady_fps, 2),
             "ann_index": self.ann_index, "runner": self.runner, "runner_reason": self.runner_reason,
             "failures": [{"path": f.path, "stage": f.stage, "reason": f.reason} for f in self.failures],
-            "exit_status": self.exit_status,
         }
 
 
@@ -219,8 +221,6 @@ def process_video(item: WorkItem, encode: Callable[[np.ndarray], Callable[[], np
     embed (``encode``), segment and place cuts beside the file, and write its rows as uncommitted
     fragments. Yields ``Probed`` once the video is open, then the ``StagedVideo`` (or
     ``Unchanged``). Failures raise ``VideoError`` naming ``item.path``, never a scratch copy."""
-    from .storage import readable_copy
-
     with readable_copy(item.path, target.storage_options, scratch_dir) as (local, video_id):
         if video_id == item.stored_id:
             yield Unchanged(item.path, video_id, item.mtime_ns)
@@ -261,16 +261,12 @@ def run_video(item: WorkItem, encode: Callable[[np.ndarray], Callable[[], np.nda
     and every way the video can end as a message (a crash of the process, which decord can cause
     in native code, is for the runner to see). Bad input is ``Failed``; a storage failure writing
     its fragments is ``ArchiveFailed``."""
-    from . import faults
-
     faults.inject(item.path)
     try:
         yield from process_video(item, encode, preprocess_cfg, config, target, batch_size, scratch_dir)
     except VideoError as exc:
         yield Failed(exc.stage, exc.reason)
     except Exception as exc:  # noqa: BLE001 - one file never stops the job
-        from .store import write_failure
-
         archive = write_failure(target.segments_uri, exc)
         if archive is not None:  # writing its fragments failed for a reason of the storage's own
             yield ArchiveFailed(str(archive).removeprefix(f"{target.segments_uri}: "))
@@ -315,44 +311,33 @@ def resegment_store(store: VideoStore, spec, segments_config, batch: int = 64) -
 
 
 def _resegment(store: VideoStore, spec, segments_config, batch: int) -> ResegmentReport:
-    from .segments import build_segments
-    from .store import sql_in
-
-    suffix = spec.table_suffix
+    tables = store.model(spec)
     report = ResegmentReport()
-    videos = store.video_rows(suffix, ["video_id", "path", "duration", "settings", "tags", "n_frames"])
+    videos = tables.video_rows(["video_id", "path", "duration", "settings", "tags", "n_frames"])
     for begin in range(0, len(videos), batch):
         group = videos[begin:begin + batch]
-        frames: dict[str, list[dict]] = {}
-        for row in store.frame_rows(suffix, [v["video_id"] for v in group]):
-            frames.setdefault(row["video_id"], []).append(row)
+        frames = tables.frames_by_video([v["video_id"] for v in group], thumbnails=True)
         seg_rows, done = [], []
         for video in group:
-            rows = frames.get(video["video_id"], [])
-            if not rows:
+            stored = frames.get(video["video_id"])
+            if stored is None:
                 report.without_frames.append(video["path"])
                 continue
-            times = np.array([r["time"] for r in rows])
-            vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
+            times, vectors = stored.times, stored.vectors
             cuts = _exact_cuts(video["path"], times, vectors, video["duration"], segments_config) \
                 if os.path.isfile(video["path"]) else None  # without the file, cuts stay midway
             for i, seg in enumerate(build_segments(times, vectors, video["duration"], segments_config, cuts=cuts)):
-                seg_rows.append({
-                    "segment_id": f"{video['video_id']}:{i:05d}", "video_id": video["video_id"],
-                    "path": video["path"], "segment_index": i, "start": seg.start, "end": seg.end,
-                    "n_frames": seg.n_frames, "starts_scene": seg.starts_scene, "model": spec.key,
-                    "tags": list(video["tags"] or []), "thumbnail": rows[seg.middle_frame]["thumbnail"],
-                    "vector": seg.vector.tolist(),
-                })
+                seg_rows.append(segment_row(video["video_id"], video["path"], i, seg, spec.key, video["tags"],
+                                            stored.thumbnails[seg.middle_frame]))
             done.append(video)
         if done:
             dim = len(seg_rows[0]["vector"])
-            store.replace_segments(suffix, dim, seg_rows, sql_in("video_id", [v["video_id"] for v in done]))
+            tables.replace_segments(dim, seg_rows, sql_in("video_id", [v["video_id"] for v in done]))
             for video in done:
                 settings = json.loads(video["settings"] or "{}")
                 settings["segments"] = {k: getattr(segments_config, k) for k in segments_config.__dataclass_fields__}
                 n = sum(1 for r in seg_rows if r["video_id"] == video["video_id"])
-                store.update_video(suffix, video["video_id"], n_segments=n, settings=json.dumps(settings, sort_keys=True))
+                tables.update_video(video["video_id"], n_segments=n, settings=json.dumps(settings, sort_keys=True))
         report.videos += len(done)
         report.segments += len(seg_rows)
     return report

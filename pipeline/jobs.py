@@ -1,8 +1,9 @@
 """What every indexing job applies, whichever runner moves the work (``pipeline.local_run`` on
 this machine, ``workers.job`` on Ray): the per-video time limits and attempts, the words of a
 video given up on, the writer set up the same way (orphans cleared, tables created, a commit a
-signal cannot cut in half), and the same ANN-index upkeep at the end. Keeping these in one place
-is what makes both runners leave the same rows and the same index state.
+signal cannot cut in half). With the model's one ANN-index policy at the end
+(``ModelTables.upkeep_ann_index``), keeping these in one place is what makes both runners leave
+the same rows and the same index state.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from .errors import InputError, StoreWriteError
 from .indexing import ArchiveFailed, Failed, JobReport, Unchanged, WorkItem
 from .staging import StagedVideo, StagedWriter, StagingTarget, prepare_target
-from .store import ANN_AUTO_THRESHOLD, VideoStore, guarded_write
+from .model_store import ModelTables
+from .store_writes import guarded_write
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +122,10 @@ class SafeWriter:
             pass  # what was committed stays
 
 
-def open_writer(store: VideoStore, model_key: str, suffix: str, dim: int, known: dict, report: JobReport,
-                storage_options: dict, keep_frames: bool) -> tuple[StagingTarget, SafeWriter]:
+def open_writer(tables: ModelTables, dim: int, known: dict, report: JobReport, storage_options: dict,
+                keep_frames: bool) -> tuple[StagingTarget, SafeWriter]:
     """Before the first video is written: rows a crashed job committed without their video rows
     are cleared, the model's tables exist (workers add fragments to them), and one writer commits."""
-    store.clear_orphans(suffix)
-    target = prepare_target(store, model_key, suffix, dim, storage_options, keep_frames=keep_frames)
-    return target, SafeWriter(StagedWriter(store, suffix, target, report, known), store.uri)
-
-
-def upkeep_ann_index(store: VideoStore, suffix: str, report: JobReport, build_index: bool) -> None:
-    """After the last commit: build the ANN index when asked or when the table has grown past
-    ``ANN_AUTO_THRESHOLD`` without one; otherwise, when anything was indexed, compact the
-    per-video fragments and fold new rows into an existing index."""
-    table = store.segments_table(suffix)
-    if table is not None and (build_index or (table.count_rows() >= ANN_AUTO_THRESHOLD
-                                              and not store.has_vector_index(suffix))):
-        report.ann_index = store.build_vector_index(suffix)
-    elif table is not None and report.indexed:
-        store.optimize(suffix)
-        if store.has_vector_index(suffix):
-            report.ann_index = "updated"
+    tables.clear_orphans()
+    target = prepare_target(tables, dim, storage_options, keep_frames=keep_frames)
+    return target, SafeWriter(StagedWriter(tables, target, report, known), tables.uri)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .classify import parse_labels
+from .classify import parse_labels, parse_templates
 from .errors import InputError
 
 LABEL_SET_DIR = Path(__file__).resolve().parent / "label_sets"
@@ -44,7 +44,5 @@ def load(name: str) -> list[str]:
 
 def templates(name: str) -> list[str] | None:
     """The set's own prompt templates, or None when it has none (then the default ensemble applies)."""
-    from .classify import parse_templates
-
     path = path_of(name).with_name(f"{name}{TEMPLATES_SUFFIX}")
     return parse_templates(file=str(path)) if path.is_file() else None

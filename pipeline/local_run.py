@@ -30,12 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
+from tqdm import tqdm
+
 from . import interrupts
 from .config import IndexConfig
 from .decode_workers import DecodePool, DecodeWorker
 from .errors import Interrupted
 from .indexing import JobReport, Probed, WorkItem, plan_listing
-from .jobs import Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail, upkeep_ann_index
+from .jobs import Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail
 from .staging import StagingTarget
 from .storage import ListedFile
 from .store import VideoStore
@@ -96,25 +98,25 @@ def _listed(path: str) -> ListedFile:
 
 
 def _run(store, spec, listed, config, options: LocalOptions, encoder, tags, on_progress, report) -> JobReport:
-    suffix = spec.table_suffix
-    known = store.indexed_files(suffix)
+    tables = store.model(spec)
+    known = tables.indexed_files()
     todo = plan_listing(listed, known, report, tags=tags)
     if todo:
         pool = DecodePool(options.pool_size(len(todo)))  # their imports overlap with loading the model
         try:
             interrupts.safe_point()
             if encoder is None:
-                from vidsift.models.encoder import ClipEncoder
+                from vidsift.models.encoder import ClipEncoder  # lazy: torch + open_clip, loaded while the pool starts
 
                 encoder = ClipEncoder.from_spec(spec)
             interrupts.safe_point()
-            target, writer = open_writer(store, encoder.model_key, suffix, encoder.embed_dim, known, report,
-                                         options.storage_options, config.keep_frames)
+            target, writer = open_writer(tables, encoder.embed_dim, known, report, options.storage_options,
+                                         config.keep_frames)
             job = _LocalJob(pool, encoder, config, target, writer, report, options, on_progress)
             job.run(todo)
         finally:
             pool.kill()  # already stopped by the job, unless it never ran (an interruption, a missing model)
-    upkeep_ann_index(store, suffix, report, options.build_index)
+    tables.upkeep_ann_index(report, options.build_index)
     report.seconds = time.monotonic() - report.started
     return report
 
@@ -135,7 +137,7 @@ class _Encoder:
         self.jobs.put((worker, pixels))
 
     def _loop(self) -> None:
-        import torch
+        import torch  # lazy: ~2 s, paid only when there is something to encode (a re-run often has nothing)
 
         # Set here, in the thread that encodes: without it torch ran this thread's batches on one
         # core (0.95 CPU-s per s: 7 frames/s of ViT-B-32 against 17 with both cores, measured on
@@ -171,8 +173,6 @@ class _LocalJob:
         self.done = 0
 
     def run(self, todo: list[WorkItem]) -> None:
-        from tqdm import tqdm
-
         queue_ = collections.deque((item, 1) for item in todo)
         self.total = len(todo)
         bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not self.options.progress,

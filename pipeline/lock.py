@@ -68,7 +68,7 @@ def writer_lock(uri: str):
     if not is_local(uri):
         yield
         return
-    import fcntl
+    import fcntl  # lazy: POSIX-only; remote stores and read-only use never need it
 
     folder = local_folder(uri)
     key = str(folder)

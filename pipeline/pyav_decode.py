@@ -33,6 +33,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from . import video_libs
+from .container import open_av, video_stream
 from .errors import VideoError
 
 SWS_INTERPOLATION = "BICUBIC"  # closest to PIL's antialiased bicubic of the measured swscale filters
@@ -67,26 +69,12 @@ class StreamIndex:
         return len(self.pts)
 
 
-def open_container(path: str):
-    """PyAV's container, errors in words (``decode._open_av``)."""
-    from .decode import _open_av
-
-    return _open_av(path)
-
-
-def video_stream(container, path: str):
-    from .decode import _video_stream
-
-    return _video_stream(container, path)
-
-
 def scan(path: str) -> StreamIndex:
     """Read every packet once, in order: the frames' stamps, which are keyframes, and how far the
-    video stream and the whole file really go (``decode.readable_span``'s figures, computed the
+    video stream and the whole file really go (``truncation.readable_span``'s figures, computed the
     same way)."""
-    import av
-
-    with open_container(path) as container:
+    av = video_libs.pyav()
+    with open_av(path) as container:
         video = video_stream(container, path)
         stamps = array("q")  # compact: an hour at 25 fps is 90,000 frames
         keys = array("b")
@@ -175,8 +163,7 @@ def read_sampled(path: str, index: StreamIndex, wanted: np.ndarray, size: tuple[
     Sampled frames that never come out of the decoder at the very end of the stream (a last packet
     cut short) are left out: the plan is clamped to what really decodes. One missing before a frame
     that did decode is corrupt data and raises ``VideoError``."""
-    import av
-
+    av = video_libs.pyav()
     wanted = np.asarray(wanted, dtype=np.int64)
     if len(wanted) == 0:
         return
@@ -196,7 +183,7 @@ def read_sampled(path: str, index: StreamIndex, wanted: np.ndarray, size: tuple[
                 pending.discard(stamp)
                 yield frame_of[stamp], _to_rgb(frame, size)
 
-    with open_container(path) as container:
+    with open_av(path) as container:
         stream = video_stream(container, path)
         codec = stream.codec_context
         codec.thread_count = max(1, int(threads))

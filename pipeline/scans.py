@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from .store import VideoStore, guarded_write, now_utc
+from .records import now_utc
+from .store import VideoStore
+from .store_writes import guarded_write
 
 SCANS_TABLE = "folder_scans"
 COMPACT_AFTER_FRAGMENTS = 32  # compact the (tiny) table once this many commits have piled up
@@ -50,12 +52,7 @@ class ScanCounts:
 
 def _table(store: VideoStore, create: bool):
     """The scans table, or None when it does not exist yet (and ``create`` is false)."""
-    try:
-        return store.db.open_table(SCANS_TABLE)
-    except ValueError as exc:  # LanceDB: "Table 'folder_scans' was not found"
-        if "not found" not in str(exc):
-            raise
-    return store.db.create_table(SCANS_TABLE, schema=SCANS_SCHEMA, exist_ok=True) if create else None
+    return store.open_or_create_table(SCANS_TABLE, SCANS_SCHEMA) if create else store.open_table(SCANS_TABLE)
 
 
 def record_scan(store: VideoStore, folder: str, model_key: str, counts: ScanCounts, kind: str,

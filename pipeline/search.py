@@ -9,16 +9,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InputError
+from .config import IndexConfig
+from .errors import InputError, VideoError
+from .segments import mean_pool
+from .search_request import check_k, search_request
+from .sql_filters import sql_in
 
 if TYPE_CHECKING:  # the store (pyarrow, LanceDB) loads with the first search, not with this module:
-    from .store import VideoStore  # a bad example file is refused before either loads
+    from .model_store import ModelTables  # a bad example file is refused before either loads
+    from .store import VideoStore
 
-MAX_K = 10_000
 
 
 @dataclass
 class SearchHit:
+    """One search result: a moment of a video (one segment, or pieces of one scene merged). The
+    CLI's ``--json`` and the app's /search both serialise it with ``to_dict``."""
+
     rank: int
     score: float
     path: str
@@ -32,7 +39,26 @@ class SearchHit:
     confidence: float | None = None  # how likely the segment shows the query (text queries only)
     match: bool | None = None        # confidence > 0.5
 
+    @classmethod
+    def from_row(cls, row: dict, rank: int, score: float | None = None,
+                 confidence: float | None = None) -> SearchHit:
+        """The one place a segment row (a catalog row from ``ModelTables.search_segments``, maybe
+        merged by ``merge_scene_pieces``) becomes a hit. ``score`` and ``confidence`` default to
+        the row's; a merged row's ``first_index`` is its segment index."""
+        from .confidence import is_match  # lazy: pipeline.confidence imports this module (require_indexed)
+
+        score = row["score"] if score is None else score
+        confidence = row.get("confidence") if confidence is None else confidence
+        return cls(rank=rank, score=round(float(score), 6), path=row["path"], start=float(row["start"]),
+                   end=float(row["end"]), video_id=row["video_id"],
+                   segment_index=int(row.get("first_index", row["segment_index"])), n_frames=int(row["n_frames"]),
+                   tags=list(row["tags"] or []), thumbnail=row.get("thumbnail") or b"",
+                   confidence=None if confidence is None else round(float(confidence), 4),
+                   match=is_match(confidence))
+
     def to_dict(self, with_thumbnail: bool = False) -> dict:
+        """The hit's fields, as ``vidsift search --json`` prints them and the app's ``/search`` sends
+        them (there through ``app.app_client.to_wire``); the thumbnail only when asked."""
         out = asdict(self)
         if not with_thumbnail:
             out.pop("thumbnail")
@@ -81,22 +107,19 @@ POOLINGS = ("mean", "qs")
 QS_TEMPERATURE = 0.05
 
 
-def query_scored(store: VideoStore, suffix: str, vector: np.ndarray, rows: list[dict],
+def query_scored(tables: ModelTables, vector: np.ndarray, rows: list[dict],
                  temperature: float = QS_TEMPERATURE) -> list[dict]:
     """Re-score candidate segments by query-scored pooling (Bain et al., "A CLIP-Hitchhiker's guide
     to long video retrieval"): the segment vector is the softmax(q.f / T)-weighted mean of its frame
     vectors, so frames that match the query dominate. Uses the stored frames; segments without
     stored frames keep their mean-pooled score. Returns rows re-sorted best first."""
-    frames: dict[str, list[dict]] = {}
-    for row in store.frame_rows(suffix, sorted({r["video_id"] for r in rows}), ["video_id", "time", "vector"]):
-        frames.setdefault(row["video_id"], []).append(row)
+    frames = tables.frames_by_video(sorted({r["video_id"] for r in rows}))
     query = vector / max(np.linalg.norm(vector), 1e-12)
     for row in rows:
-        inside = [f["vector"] for f in frames.get(row["video_id"], [])
-                  if row["start"] - 1e-6 <= f["time"] < row["end"] - 1e-6]
-        if not inside:
+        video = frames.get(row["video_id"])
+        f = video.vectors_between(row["start"], row["end"]) if video is not None else None
+        if f is None or not len(f):
             continue
-        f = np.asarray(inside, dtype=np.float32)
         sims = f @ query
         weights = np.exp((sims - sims.max()) / temperature)
         pooled = (weights[:, None] * f).sum(axis=0)
@@ -107,9 +130,7 @@ def query_scored(store: VideoStore, suffix: str, vector: np.ndarray, rows: list[
 def segment_vectors(store: VideoStore, suffix: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
     """The stored (mean-pooled) vectors of segments by (video id, segment index), read through the
     video_id B-tree that comes with the ANN index (a few milliseconds for a page of hits)."""
-    from .store import sql_in
-
-    table = store.segments_table(suffix)
+    table = store.model_by_suffix(suffix).segments()
     wanted = set(keys)
     if table is None or not wanted:
         return {}
@@ -152,22 +173,22 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
     ``text`` and a ``calibration`` (``pipeline.confidence.load_calibration``), each hit carries its
     ``confidence`` and ``match``; without them both are None (a search by example image).
     """
-    if not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise InputError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    k = check_k(k)
     if pooling not in POOLINGS:
         raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     fetch = k * (8 if per_video else 2) * (4 if pooling == "qs" else 1)
+    tables = store.model_by_suffix(suffix)
     with_vectors = text is not None and calibration is not None  # confidence scores the hits' vectors
     while True:
         try:
-            rows = store.search_segments(suffix, vector, fetch, where=where, exact=exact, thumbnails=thumbnails,
-                                         vectors=with_vectors)
+            rows = tables.search_segments(vector, fetch, where=where, exact=exact, thumbnails=thumbnails,
+                                          vectors=with_vectors)
         except Exception as exc:
             if where:
                 raise InputError(f"Bad filter {where!r}: {str(exc).splitlines()[0][:200]}") from None
             raise
         if pooling == "qs":
-            rows = query_scored(store, suffix, vector, rows)
+            rows = query_scored(tables, vector, rows)
         hits = merge_scene_pieces(rows)
         if per_video:
             best: dict[str, dict] = {}
@@ -180,18 +201,7 @@ def search_vector(store: VideoStore, suffix: str, vector: np.ndarray, k: int = 1
     hits = hits[:k]
     if text is not None and calibration is not None and hits:
         attach_confidence(store, suffix, hits, text, vector, calibration)
-    return [SearchHit(rank=i + 1, score=round(float(r["score"]), 6), path=r["path"], start=float(r["start"]),
-                      end=float(r["end"]), video_id=r["video_id"], segment_index=int(r["first_index"]),
-                      n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=r.get("thumbnail") or b"",
-                      confidence=None if r.get("confidence") is None else round(float(r["confidence"]), 4),
-                      match=_is_match(r.get("confidence")))
-            for i, r in enumerate(hits)]
-
-
-def _is_match(confidence) -> bool | None:
-    from .confidence import is_match
-
-    return is_match(confidence)
+    return [SearchHit.from_row(row, rank=i + 1) for i, row in enumerate(hits)]
 
 
 def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: bool = False,
@@ -199,13 +209,11 @@ def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: 
                 thumbnails: bool = True, calibration=None, confidence: bool = True) -> list[SearchHit]:
     """Search by text. Hits carry ``confidence``/``match`` (``calibration``: the model's, loaded
     here when not given; ``confidence=False`` skips them)."""
-    query = (query or "").strip()
-    if not query:
-        raise InputError("The search query is empty: describe what you are looking for.")
+    query = search_request(query, k).text
     require_indexed(store, encoder.spec)
     vector = encoder.encode_texts([query])[0]
     if confidence and calibration is None:
-        from .confidence import load_calibration
+        from .confidence import load_calibration  # lazy: pipeline.confidence imports this module
 
         calibration = load_calibration(store, encoder)
     return search_vector(store, encoder.spec.table_suffix, vector, k=k, per_video=per_video, where=where,
@@ -223,9 +231,7 @@ def search_text(store: VideoStore, encoder, query: str, k: int = 10, per_video: 
 def read_image(path: str) -> np.ndarray:
     """An example image file as uint8 RGB (H, W, 3). A missing or undecodable file is one
     ``VideoError`` line naming it (the same shape as a bad ``--clip``'s), found before any model loads."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .errors import VideoError
+    from PIL import Image, UnidentifiedImageError  # lazy: only a search by image reads one
 
     if not os.path.exists(path):
         raise VideoError(path, "open", "file does not exist")
@@ -242,7 +248,7 @@ def read_image(path: str) -> np.ndarray:
 
 def image_vector(encoder, pixels) -> np.ndarray:
     """The vector of one example image (uint8 grey, RGB or RGBA array), embedded as an indexed frame."""
-    from .frames import FrameTransform
+    from .frames import FrameTransform  # lazy: PIL, only for a search by image
 
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
@@ -257,7 +263,7 @@ def image_vector(encoder, pixels) -> np.ndarray:
 def check_clip(path: str) -> None:
     """Refuse a clip that is missing or no video (``VideoError``, one line naming it), cheaply:
     before the model loads."""
-    from .decode import open_video, probe
+    from .decode import open_video, probe  # lazy: the decoders load only for a search by clip
 
     probe(open_video(path), path)
 
@@ -265,10 +271,7 @@ def check_clip(path: str) -> None:
 def clip_vector(encoder, path: str, config=None) -> np.ndarray:
     """A clip's pooled vector: its frames sampled and embedded as indexing does (``config``: an
     ``IndexConfig``, 1 frame/s by default), mean-pooled as a one-segment video."""
-    from .config import IndexConfig
-    from .errors import VideoError
-    from .indexing import embed_video
-    from .segments import mean_pool
+    from .indexing import embed_video  # lazy: decoding and writing modules (~1 s), only for a search by clip
 
     embedded = embed_video(path, encoder, config or IndexConfig())
     if len(embedded.vectors) == 0:

@@ -13,12 +13,12 @@ committed: they are invisible data files that ``optimize`` / ``cleanup_old_versi
 """
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass, field
 
-from .store import (Failure, VideoRecord, VideoStore, _frame_rows, _segment_rows, _video_rows, frames_schema,
-                    now_utc, segments_schema, sql_in, to_arrow, videos_schema)
+from .model_store import ModelTables
+from .records import FRAME, SEGMENT, VIDEO, Failure, VideoRecord, frame_rows, now_utc, segment_rows, video_rows
+from .sql_filters import sql_in
 
 
 @dataclass(frozen=True)
@@ -47,32 +47,28 @@ class StagedVideo:
 
 def stage_record(record: VideoRecord, target: StagingTarget) -> StagedVideo:
     """Write one video's segment (and frame) rows as uncommitted fragments of ``target``'s tables."""
-    from lance.fragment import write_fragments
+    from lance.fragment import write_fragments  # lazy: lance costs ~1 s to import, paid only where rows are written
 
-    options = target.storage_options or None
-    segments = write_fragments(to_arrow(_segment_rows([record], target.model_key), segments_schema(target.dim)),
-                               target.segments_uri, schema=segments_schema(target.dim), storage_options=options)
+    options, dim = target.storage_options or None, target.dim
+    segments = write_fragments(SEGMENT.to_arrow(segment_rows([record], target.model_key), dim),
+                               target.segments_uri, schema=SEGMENT.schema(dim), storage_options=options)
     frames = []
     if record.frames is not None:
-        frames = write_fragments(to_arrow(_frame_rows([record]), frames_schema(target.dim)),
-                                 target.frames_uri, schema=frames_schema(target.dim), storage_options=options)
+        frames = write_fragments(FRAME.to_arrow(frame_rows([record]), dim),
+                                 target.frames_uri, schema=FRAME.schema(dim), storage_options=options)
     # indexed_at is stamped at commit, when the video becomes visible
-    row = _video_rows([record], target.model_key, dt.datetime.now(dt.timezone.utc))[0]
+    row = video_rows([record], target.model_key, now_utc())[0]
     row["vector"] = [float(x) for x in row["vector"]]
     return StagedVideo(video_id=record.video_id, path=record.path, n_frames=record.n_frames, video_row=row,
                        segment_fragments=list(segments), frame_fragments=list(frames))
 
 
-def prepare_target(store: VideoStore, model_key: str, suffix: str, dim: int, storage_options: dict | None = None,
+def prepare_target(tables: ModelTables, dim: int, storage_options: dict | None = None,
                    keep_frames: bool = True) -> StagingTarget:
     """Create the model's tables (workers can only add fragments to tables that exist)."""
-    store.register_model(model_key, suffix, dim)
-    segments = store.segments_table(suffix, dim)
-    frames = store.frames_table(suffix, dim) if keep_frames else None
-    store.videos_table(suffix, dim)
+    segments, frames, _ = tables.create_tables(dim, keep_frames)
     return StagingTarget(segments_uri=segments.uri, frames_uri=frames.uri if frames is not None else "",
-                         dim=dim, model_key=model_key,
-                         storage_options=dict(storage_options or {}))
+                         dim=dim, model_key=tables.key, storage_options=dict(storage_options or {}))
 
 
 class Committer:
@@ -80,36 +76,36 @@ class Committer:
     every couple of seconds, and reopening each table's manifest (and the failures table) for
     every commit was most of the driver's CPU per video (``bench/cluster.py``)."""
 
-    def __init__(self, store: VideoStore, suffix: str, target: StagingTarget):
-        self.store, self.suffix, self.target = store, suffix, target
+    def __init__(self, tables: ModelTables, target: StagingTarget):
+        self.tables, self.target = tables, target
         self.options = target.storage_options or None
         self.datasets: dict = {}  # uri -> lance dataset at the version this process last wrote
         self.videos = None
-        self.failed_paths = {f["path"] for f in store.failures(target.model_key)}  # to clear when they succeed
+        self.failed_paths = {f["path"] for f in tables.failures()}  # to clear when they succeed
 
     def commit(self, batch: list[StagedVideo], replaced_ids: list[str]) -> None:
         """In the order that keeps a crash harmless: the fragments (one Append per table), then
         the old rows of the videos they replace (files changed in place, ``replaced_ids``), then
         the video rows, which mark them done. A crash before the last step leaves rows without a
-        video row; the next job clears those first (``VideoStore.clear_orphans``) and redoes the
+        video row; the next job clears those first (``ModelTables.clear_orphans``) and redoes the
         videos."""
         for uri, fragments in ((self.target.segments_uri, [f for s in batch for f in s.segment_fragments]),
                                (self.target.frames_uri, [f for s in batch for f in s.frame_fragments])):
             if fragments:
                 self._append(uri, fragments)
         if replaced_ids:
-            for table in (self.store.segments_table(self.suffix), self.store.frames_table(self.suffix)):
+            for table in (self.tables.segments(), self.tables.frames()):
                 if table is not None:
                     table.delete(sql_in("video_id", replaced_ids))
         stamp = now_utc()
         self._write_video_rows([{**staged.video_row, "indexed_at": stamp} for staged in batch], replaced_ids)
         recovered = [staged.path for staged in batch if staged.path in self.failed_paths]
         if recovered:
-            self.store.clear_failures(self.target.model_key, recovered)
+            self.tables.clear_failures(recovered)
             self.failed_paths.difference_update(recovered)
 
     def _append(self, uri: str, fragments: list) -> None:
-        import lance
+        import lance  # lazy: as in ``stage_record``
 
         dataset = self.datasets.get(uri) or lance.dataset(uri, storage_options=self.options)
         # Appends never conflict, so a read version behind another commit (a delete) is rebased.
@@ -118,11 +114,11 @@ class Committer:
 
     def _write_video_rows(self, rows: list[dict], replaced_ids: list[str]) -> None:
         if self.videos is None:
-            self.videos = self.store.videos_table(self.suffix, self.target.dim)
+            self.videos = self.tables.videos(self.target.dim)
         if replaced_ids:
             self.videos.delete(sql_in("video_id", replaced_ids))
         if rows:
-            self.videos.add(to_arrow(rows, videos_schema(self.target.dim)))
+            self.videos.add(VIDEO.to_arrow(rows, self.target.dim))
 
 
 class StagedWriter:
@@ -135,13 +131,13 @@ class StagedWriter:
     - otherwise new: appended.
     """
 
-    def __init__(self, store: VideoStore, suffix: str, target: StagingTarget, report, known: dict[str, dict],
+    def __init__(self, tables: ModelTables, target: StagingTarget, report, known: dict[str, dict],
                  every_videos: int = 64, every_seconds: float = 2.0):
-        self.store, self.suffix, self.target, self.report = store, suffix, target, report
+        self.tables, self.target, self.report = tables, target, report
         self.stored_at = {row["path"]: row["video_id"] for row in known.values()}
         self.stored_ids = set(self.stored_at.values())
         self.every_videos, self.every_seconds = every_videos, every_seconds
-        self.committer = Committer(store, suffix, target)
+        self.committer = Committer(tables, target)
         self.batch: list[StagedVideo] = []
         self.replaced: list[str] = []
         self.failures = []
@@ -167,7 +163,7 @@ class StagedWriter:
         """The worker found the bytes identical to what is stored (only the mtime changed): store
         the new mtime, so the next run skips the file without reading it."""
         self.report.skipped += 1
-        self.store.update_video(self.suffix, video_id, mtime_ns=mtime_ns)
+        self.tables.update_video(video_id, mtime_ns=mtime_ns)
 
     def fail(self, path: str, stage: str, reason: str) -> None:
         failure = Failure(path, stage, reason)
@@ -182,6 +178,6 @@ class StagedWriter:
     def flush(self) -> None:
         if self.batch or self.replaced:
             self.committer.commit(self.batch, self.replaced)
-        self.store.record_failures(self.target.model_key, self.failures)
+        self.tables.record_failures(self.failures)
         self.batch, self.replaced, self.failures = [], [], []
         self.last_flush = time.monotonic()

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import EXIT_OK, EXIT_PARTIAL
-from .store import VideoStore, sql_in
+from .errors import StoreWriteError
+from .model_store import ModelRef, ModelTables
+from .store import VideoStore
 
 NORM_TOLERANCE = 1e-3
 
@@ -58,19 +59,18 @@ class VerifyReport:
         return [p for p in self.problems if not (p.repaired and not p.repaired.startswith("not repaired"))]
 
     @property
-    def exit_status(self) -> int:
-        return EXIT_PARTIAL if self.remaining else EXIT_OK
+    def needs_attention(self) -> bool:
+        """Problems remain (the CLI exits 3: ``app.exit_codes``)."""
+        return bool(self.remaining)
 
     def to_dict(self) -> dict:
         return {"db": self.db, "models": self.models, "problems": [asdict(p) for p in self.problems],
                 "found": len(self.problems), "remaining": len(self.remaining), "repair": self.repair,
-                "clean": not self.remaining, "exit_status": self.exit_status}
+                "clean": not self.remaining}
 
 
 def verify_store(store: VideoStore, repair: bool = False) -> VerifyReport:
     """Check (and with ``repair``, fix) every model's tables and the failures of ``store``."""
-    from .errors import StoreWriteError
-
     report = VerifyReport(db=store.uri, repair=repair)
     try:
         hold = store.exclusive_writer()  # a job writing meanwhile would show half-committed batches
@@ -118,9 +118,9 @@ def _video_of(key: str) -> str:
 
 # ---- one model ------------------------------------------------------------------------------------
 def _check_model(store: VideoStore, model: dict, report: VerifyReport, repair: bool) -> dict:
-    suffix, key_name = model["suffix"], model["model"]
-    videos_t, segments_t = store.videos_table(suffix), store.segments_table(suffix)
-    frames_t = store.frames_table(suffix)
+    key_name = model["model"]
+    tables = store.model(ModelRef(key_name, model["suffix"]))
+    videos_t, segments_t, frames_t = tables.videos(), tables.segments(), tables.frames()
     summary = {"model": key_name, "videos": 0, "segments": 0, "frames": 0, "ann_index": None}
     if videos_t is None:
         return summary
@@ -227,7 +227,7 @@ def _check_model(store: VideoStore, model: dict, report: VerifyReport, repair: b
                     "index yet (search still finds them, by a slower exact scan)", table="segments")
 
     if repair:
-        _repair_model(store, suffix, problems, requeue, exact_copies, by_id)
+        _repair_model(store, tables, problems, requeue, exact_copies, by_id)
     report.problems += problems
     summary["problems"] = len(problems)
     return summary
@@ -258,28 +258,20 @@ def _file_gone(path: str | None) -> bool:
     return bool(path) and "://" not in path and not os.path.exists(path)
 
 
-def _repair_model(store: VideoStore, suffix: str, problems: list[Problem], requeue: dict[str, str],
+def _repair_model(store: VideoStore, model: ModelTables, problems: list[Problem], requeue: dict[str, str],
                   exact_copies: dict[str, list[int]], by_id: dict[str, list[dict]]) -> None:
-    tables = {"videos": store.videos_table(suffix), "segments": store.segments_table(suffix),
-              "frames": store.frames_table(suffix)}
+    tables = {"videos": model.videos(), "segments": model.segments(), "frames": model.frames()}
     kept = {video_id for video_id in requeue if any(_file_gone(r["path"]) for r in by_id.get(video_id, []))}
     doomed = sorted(set(requeue) - kept)
     with store.exclusive_writer():
-        # Re-queued videos: the video row first (the "done" marker), so a crash in between leaves
-        # orphans, which any later job or verify clears, never a video marked done without rows.
-        for begin in range(0, len(doomed), 1000):
-            store.delete_rows(tables["videos"], sql_in("video_id", doomed[begin:begin + 1000]))
-        for name in ("segments", "frames"):
-            if tables[name] is not None:
-                for begin in range(0, len(doomed), 1000):
-                    store.delete_rows(tables[name], sql_in("video_id", doomed[begin:begin + 1000]))
+        model.delete_videos(doomed)  # re-queued: the next `vidsift index` of their folder redoes them
         for name, row_ids in exact_copies.items():
             for begin in range(0, len(row_ids), 1000):
                 store.delete_rows(tables[name], "_rowid IN (" + ", ".join(map(str, row_ids[begin:begin + 1000])) + ")")
-        orphans = store.clear_orphans(suffix)
+        orphans = model.clear_orphans()
         gap = any(p.kind == "ann_index_gap" for p in problems)
         if gap:
-            store.optimize(suffix)
+            model.optimize()
     for problem in problems:
         if problem.kind == "orphan_rows":
             problem.repaired = "deleted" if orphans else "deleted (already gone)"
@@ -297,8 +289,8 @@ def _repair_model(store: VideoStore, suffix: str, problems: list[Problem], reque
 # ---- failures ---------------------------------------------------------------------------------------
 def _check_failures(store: VideoStore, report: VerifyReport, repair: bool) -> None:
     indexed: dict[str, set[str]] = {}
-    for model in store.models():
-        indexed[model["model"]] = set(store.indexed_files(model["suffix"]))
+    for model in store.archive_models():
+        indexed[model.key] = set(store.model(model).indexed_files())
     stale = []
     for failure in store.failures():
         path, model = failure["path"], failure["model"]

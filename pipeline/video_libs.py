@@ -2,7 +2,7 @@
 
 decord loads its own, older libvpx with ``RTLD_GLOBAL``. If that happens before PyAV's libraries
 are loaded, PyAV's VP9 encoder binds to the wrong libvpx and refuses to open (the shapes-world
-renderer writes WebM/VP9; ``pipeline/synth.py`` also detects the clash and falls back to a fresh
+renderer writes WebM/VP9; ``pipeline/shapes/encode.py`` also detects the clash and falls back to a fresh
 interpreter). So PyAV is always loaded first, and every module that needs decord gets it here.
 
 These are functions, not module-level imports, because most commands never decode: ``vidsift
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 def pyav():
     """The ``av`` module (PyAV)."""
-    import av
+    import av  # lazy: see the module's note
 
     return av
 
@@ -22,6 +22,6 @@ def pyav():
 def decord():
     """The ``decord`` module, loaded after PyAV (see the module's note)."""
     import av  # noqa: F401 - first: see the module's note
-    import decord as decord_module
+    import decord as decord_module  # lazy: see the module's note
 
     return decord_module

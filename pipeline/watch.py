@@ -80,22 +80,23 @@ class Settler:
 
 
 class Follower:
-    """Keeps ``store`` following ``inputs`` for one model: each ``tick`` lists the folders, prunes
-    what vanished (everything gone, on the first tick and when a folder comes back), and hands the
-    files that need work and have settled to ``index_once``. Hold the database's writer lock
-    around it (one writer)."""
+    """Keeps ``store`` following ``inputs`` for one model (``spec``: a ``ModelSpec``): each ``tick``
+    lists the folders, prunes what vanished (everything gone, on the first tick and when a folder
+    comes back), and hands the files that need work and have settled to ``index_once``. Hold the
+    database's writer lock around it (one writer)."""
 
-    def __init__(self, store: VideoStore, inputs: list[str], model_key: str, suffix: str,
+    def __init__(self, store: VideoStore, inputs: list[str], spec,
                  index_once: Callable[[list[str]], object], config: WatchConfig = WatchConfig(),
                  storage_options: dict | None = None, clock: Callable[[], float] = time.monotonic,
                  on_action: Callable[[Action], None] = lambda action: None):
-        self.store, self.model_key, self.suffix = store, model_key, suffix
+        self.store, self.tables = store, store.model(spec)
+        self.model_key = spec.key
         self.roots = [root_of(item) for item in inputs]
         self.index_once, self.config, self.options = index_once, config, storage_options
         self.clock, self.on_action = clock, on_action
         self.settler = Settler(config.settle_s)
         # path -> (size, mtime) already handed to the indexer (or stored): not redone unless it changes
-        self.handled = {path: (row["size_bytes"], row["mtime_ns"]) for path, row in store.indexed_files(suffix).items()}
+        self.handled = {path: (row["size_bytes"], row["mtime_ns"]) for path, row in self.tables.indexed_files().items()}
         self.listed: dict[Root, set[str]] = {}   # each reachable root's last listing
         self.down: set[Root] = set()
         self.counts = {root: ScanCounts() for root in self.roots}
@@ -149,10 +150,10 @@ class Follower:
         self.counts[root].removed += len(report.paths())
 
     def _index(self, ready: list[ListedFile]) -> None:
-        before = self.store.indexed_files(self.suffix)
+        before = self.tables.indexed_files()
         paths = [f.path for f in ready]
         report = self.index_once(paths)
-        after = self.store.indexed_files(self.suffix)
+        after = self.tables.indexed_files()
         failed = {f.path: f for f in getattr(report, "failures", [])}
         for f in ready:
             self.handled[f.path] = (f.size_bytes, f.mtime_ns)

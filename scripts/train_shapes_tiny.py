@@ -30,8 +30,14 @@ sys.path.insert(0, str(REPO))
 # every step ~10x slower (measured); passive waiting costs little when the machine is idle.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# pipeline.synth first: it must load PyAV before decord does (see its module notes).
-from vidsift.pipeline.synth import synthesize_archive  # noqa: E402
+import torch  # noqa: E402
+
+from vidsift.models.train import TrainConfig, train  # noqa: E402
+from vidsift.pipeline.classify import DEFAULT_TEMPLATES  # noqa: E402
+from vidsift.pipeline.shapes.archive import synthesize_archive  # noqa: E402
+from vidsift.pipeline.shapes.manifest import MANIFEST  # noqa: E402
+from vidsift.pipeline.shapes.training_data import ShapesWorldFrames, shapes_val_set  # noqa: E402
+from vidsift.pipeline.shapes.world import HELDOUT  # noqa: E402
 
 RENDER = dict(scene_len=(2.0, 4.0), fps_choices=(10, 12, 15))  # short scenes: many objects, few frames
 TRAIN_ARCHIVE = dict(n_videos=400, seed=1001, exclude_heldout=True, **RENDER)
@@ -49,7 +55,7 @@ def render(root: Path, recipe: dict) -> Path:
     """Render an archive unless the same recipe already did."""
     stamp = root / "recipe.json"
     wanted = json.dumps(recipe, sort_keys=True)
-    if (root / "manifest.json").is_file() and stamp.is_file() and stamp.read_text() == wanted:
+    if (root / MANIFEST).is_file() and stamp.is_file() and stamp.read_text() == wanted:
         print(f"reusing {root}", flush=True)
         return root
     started = time.time()
@@ -71,14 +77,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    import torch
-
     torch.set_num_threads(args.threads)
-    from vidsift.models.train import TrainConfig, train
-    from vidsift.pipeline.classify import DEFAULT_TEMPLATES
-    from vidsift.pipeline.shapes_world import HELDOUT
-    from vidsift.pipeline.training_data import ShapesWorldFrames, shapes_val_set
-
     started = time.time()
     data = Path(args.data)
     train_root = render(data / "train", {**TRAIN_ARCHIVE, "n_videos": args.train_videos})

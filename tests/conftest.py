@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vidsift.pipeline.synth import SceneSpec, VideoSpec, render_video
+from vidsift.pipeline.shapes.encode import render_video  # loads PyAV before any test loads decord
+from vidsift.pipeline.shapes.spec import SceneSpec, VideoSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE_PAIRS = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("white", "star")]
@@ -30,9 +31,23 @@ def make_video(path, fps=24, durations=(3.0,), container="mp4", size=(160, 120),
                                               container=container, background=background))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """vidsift's own file cache (the rival banks) in a folder of this test session, not the user's
+    ~/.cache: set in the environment, so the CLI's subprocesses use it too."""
+    before = os.environ.get("VIDSIFT_CACHE_DIR")
+    os.environ["VIDSIFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("vidsift-cache"))
+    yield
+    if before is None:
+        os.environ.pop("VIDSIFT_CACHE_DIR", None)
+    else:
+        os.environ["VIDSIFT_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def random_vit():
     """ViT-B-32 with seeded random weights (the same in every process)."""
+    # lazy: every test file loads this conftest, and most of them never load torch
     from vidsift.models.encoder import ClipEncoder
     from vidsift.models.spec import resolve_spec
 
@@ -76,7 +91,7 @@ def writer_held_by_another_process(db):
 def s3(tmp_path_factory):
     """One S3-compatible server (moto on a free loopback port) for the session, stopped by its PID.
     Its bucket ``vidsift`` exists; tests make others with ``s3.make_bucket``."""
-    from tests.s3_server import s3_server
+    from tests.s3_server import s3_server  # lazy: moto loads only for the tests that use S3
 
     with s3_server(buckets=("vidsift",), log_path=tmp_path_factory.mktemp("moto") / "moto.log") as server:
         yield server

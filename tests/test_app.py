@@ -21,6 +21,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from vidsift.app import render
+from vidsift.app.app_client import from_wire, to_wire
 from vidsift.app.paths import (
     PathRefused, UploadRefused, check_inside, check_upload, indexed_roots, resolve_user_path, safe_filename,
 )
@@ -141,7 +143,7 @@ def test_uploads_checked_for_type_and_size(tmp_path):
 
 def test_bundled_label_sets():
     from vidsift.pipeline import label_sets
-    from vidsift.pipeline.shapes_world import all_labels
+    from vidsift.pipeline.shapes.world import all_labels
 
     assert {"shapes-world", "generic"} <= set(label_sets.available())
     assert label_sets.load("shapes-world") == all_labels()
@@ -152,7 +154,7 @@ def test_bundled_label_sets():
 
 
 def test_app_config_defaults_and_validation(tmp_path):
-    from vidsift.app.web import AppConfig
+    from vidsift.app.app_config import AppConfig
 
     config = AppConfig(db=str(tmp_path / "vidsift.lance"))
     assert config.host == "127.0.0.1" and config.share is False and config.is_loopback
@@ -191,7 +193,8 @@ def server(tmp_path_factory, random_vit):
     (extra / "escape-dir").symlink_to(outside, target_is_directory=True)
     demo, url, config = start_server(tmp_path_factory, db, random_vit.spec, random_vit, allow_dirs=(archive, extra),
                                      max_upload_mb=0.25)
-    yield SimpleNamespace(url=url, demo=demo, service=demo.vidsift_service, config=config, db=db, archive=archive,
+    yield SimpleNamespace(url=url, demo=demo, service=demo.vidsift_service, page=demo.vidsift_page, config=config,
+                          db=db, archive=archive,
                           extra=extra, outside=outside, base=base)
     demo.close()
 
@@ -202,10 +205,11 @@ def client(server, tmp_path_factory):
 
 
 def frame_at(path: Path, seconds: float, out: Path) -> Path:
-    import decord
     from PIL import Image
 
-    reader = decord.VideoReader(str(path))
+    from vidsift.pipeline.video_libs import decord
+
+    reader = decord().VideoReader(str(path))
     index = min(int(round(seconds * reader.get_avg_fps())), len(reader) - 1)
     Image.fromarray(reader[index].asnumpy()).save(out)
     return out
@@ -283,10 +287,10 @@ def test_a_refined_search_does_not_encode_its_text_again(server, random_vit):
     from vidsift.pipeline.confidence import CONTENT_FREE_PROMPTS
 
     service = VidsiftService(server.config, encoder=CountingTexts())
-    first = service.search(query="a red circle", k=10)[1]["results"]
-    narrowed = service.search(query="a red circle", k=10, folder="/sub/")[1]["results"]
-    again = service.search(query="  a red circle ", k=3)[1]["results"]
-    other = service.search(query="a blue square", k=10)[1]["results"]
+    first = service.search(query="a red circle", k=10).payload["results"]
+    narrowed = service.search(query="a red circle", k=10, folder="/sub/").payload["results"]
+    again = service.search(query="  a red circle ", k=3).payload["results"]
+    other = service.search(query="a blue square", k=10).payload["results"]
     # Besides the calibration's content-free prompts (once per model and process), only the two texts.
     assert [batch for batch in encoded if batch != list(CONTENT_FREE_PROMPTS)] == [["a red circle"], ["a blue square"]]
     assert again == first[:3] and 0 < len(narrowed) < len(first) and len(other) == len(first)
@@ -310,6 +314,39 @@ def test_search_answers_carry_confidence_match_and_the_cli_json_fields(server, c
     _, by_example = client.predict(query="", image=handle_file(str(image)), k=2, api_name="/search")
     assert by_example["matches"] is None and by_example["calibration"] is None
     assert all(row["match"] is None and row["confidence"] is None for row in by_example["results"])
+
+
+def test_the_api_answers_with_the_cli_json_one_name_changed_for_gradio_client(server, client):
+    """/search sends the service's answer, ``search_report``'s payload (what `vidsift search --json`
+    prints), with each hit's "path" as "video_path" only: gradio_client downloads any JSON dict
+    with a "path" as a file of the server, which the app does not serve."""
+    _, wire = client.predict(query="a red circle", k=3, per_video=True, api_name="/search")
+    assert all("path" not in row and row["video_path"].startswith(str(server.archive)) for row in wire["results"])
+    here = server.service.search(query="a red circle", k=3, per_video=True).payload
+    assert from_wire(wire) == here and to_wire(here) == wire
+    assert {"path", "rank", "score", "start", "end", "video_id", "segment_index", "n_frames", "tags", "confidence",
+            "match"} == set(here["results"][0])
+
+
+def test_the_service_imports_no_gradio():
+    """The service is plain Python: the CLI and scripts may use it without loading Gradio."""
+    probe = "import sys, vidsift.app.service; print(sorted(m for m in sys.modules if m.split('.')[0] == 'gradio'))"
+    run = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+
+
+def test_a_search_by_example_says_so_in_its_json(server, tmp_path):
+    """As `vidsift search --image` does: no query, the example's kind, nothing to match on."""
+    from vidsift.pipeline.search import read_image
+
+    notes = []
+    image = frame_at(server.archive / "shapes.mp4", 1.0, tmp_path / "frame.png")
+    result = server.service.search(query="ignored", image=read_image(str(image)), k=2, on_note=notes.append)
+    assert notes == ["Searching by the example image (clear it to search by text or by clip)."]
+    assert (result.payload["query"], result.payload["example"], result.payload["matches"]) == (None, {"kind": "image"},
+                                                                                               None)
+    assert len(result.hits) == 2 and all(hit.thumbnail for hit in result.hits)  # the gallery's JPEGs
 
 
 @pytest.mark.parametrize("kwargs,needle", [
@@ -407,10 +444,10 @@ def test_index_a_folder_from_the_page(server, client):
 
 
 def test_files_are_served_only_by_token_and_only_when_allowed(server):
-    service, url = server.service, server.url
+    service, page, url = server.service, server.page, server.url
     video = server.archive / "shapes.mp4"
-    html = service.play([{"video_path": str(video), "start": 2.0, "end": 4.0, "score": 0.5, "tags": []}],
-                        SimpleNamespace(index=0))
+    html = page.play([{"path": str(video), "start": 2.0, "end": 4.0, "score": 0.5, "tags": []}],
+                     SimpleNamespace(index=0))
     assert "<video" in html and "#t=2.000" in html
     token = html.split("vidsift/media/")[1].split("#")[0]
     response = httpx.get(f"{url}vidsift/media/{token}", headers={"Range": "bytes=0-99"})
@@ -419,16 +456,16 @@ def test_files_are_served_only_by_token_and_only_when_allowed(server):
     assert httpx.get(f"{url}vidsift/media/not-a-token").status_code == 404
     # Links leading out are refused when asked to play...
     with pytest.raises(PathRefused, match="symbolic link"):
-        service.register_media(str(server.extra / "escape.mp4"))
+        service.media.register(str(server.extra / "escape.mp4"))
     with pytest.warns(UserWarning, match="outside the allowed folders"):  # gr.Warning outside an event
-        refused = service.play([{"video_path": str(server.outside / "secret.mp4"), "start": 0, "end": 2,
-                                 "score": 0, "tags": []}], SimpleNamespace(index=0))
+        refused = page.play([{"path": str(server.outside / "secret.mp4"), "start": 0, "end": 2, "score": 0,
+                              "tags": []}], SimpleNamespace(index=0))
     assert "<video" not in refused and "outside the allowed folders" in refused
     # ...and a file swapped for such a link after its token was handed out is not served.
     swapped = server.archive / "swap" / "swapped.mp4"
     swapped.parent.mkdir()
     swapped.write_bytes(video.read_bytes())
-    token = service.register_media(str(swapped))
+    token = service.media.register(str(swapped))
     assert httpx.get(f"{url}vidsift/media/{token}").status_code == 200
     swapped.unlink()
     swapped.symlink_to(server.outside / "secret.mp4")
@@ -466,7 +503,7 @@ def test_add_to_archive_indexes_the_upload_with_its_tags(server, client, tmp_pat
     assert [h["video_path"] for h in hits] == [str(copies[0])]
     assert hits[0]["tags"] == ["a yellow triangle", "mine"]
     # The copy is playable (inside the uploads folder), and the same clip again adds nothing.
-    assert "<video" in server.service.play(hits, SimpleNamespace(index=0))
+    assert "<video" in server.page.play(from_wire({"results": hits}), SimpleNamespace(index=0))
     assert httpx.get(f"{server.url}gradio_api/file={copies[0]}").status_code in (403, 404)
     again = client.predict(clip=handle_file(str(clip)), tags=["other"], api_name="/add_to_archive")
     assert "already in the archive" in again
@@ -553,7 +590,7 @@ def test_shapes_tiny_text_search_and_classification_are_right(tmp_path_factory):
         _, answer = client.predict(query="a green circle", k=4, api_name="/search")
         assert answer["matches"] == 0 and len(answer["results"]) == 4
         assert not any(hit["match"] for hit in answer["results"])
-        status = demo.vidsift_service.search_status(answer)
+        status = render.search_status(answer)
         assert "No match" in status and "a green circle" in status and status.count("opacity") == 4
         result = client.predict(clip=handle_file(str(base / "clip.mp4")), label_set="shapes-world", top=3,
                                 api_name="/classify")
@@ -565,7 +602,7 @@ def test_shapes_tiny_text_search_and_classification_are_right(tmp_path_factory):
         assert result["label"] is None and result["matches"] == [], result
         assert [row["match"] for row in result["labels"]] == [False, False]
         assert all(seg["label"] is None for seg in result["segments"])
-        assert "None of these labels" in demo.vidsift_service.verdict_html(result)
+        assert "None of these labels" in render.verdict(result)
     finally:
         demo.close()
 
@@ -611,7 +648,7 @@ def test_the_app_serves_the_archives_model_and_switches_without_downtime(tmp_pat
         assert during and set(during) == {(tiny.model_key, 2.0)}, during
         assert best() == (tiny.model_key, 2.0)  # indexed, not served: the default did not change
 
-        table, switch = service.models_view()
+        table, switch = demo.vidsift_page.models_view()
         assert switch["choices"] == [tiny.model_key, "shapes-tiny|random"] and switch["value"] == tiny.model_key
         assert table[["served", "model", "weights", "videos", "progress"]].values.tolist() == [
             ["●", "shapes-tiny", tiny.model_key.split("|")[1], 1, "100% of 1 videos"],
@@ -620,7 +657,7 @@ def test_the_app_serves_the_archives_model_and_switches_without_downtime(tmp_pat
         assert client.predict("shapes-tiny|random", api_name="/switch_model") == "shapes-tiny|random"
         assert best()[0] == "shapes-tiny|random"
         assert VideoStore(str(db)).default_model().key == "shapes-tiny|random"
-        header, *_ = service.refresh()
+        header, *_ = demo.vidsift_page.refresh()
         assert "shapes-tiny|random" in header
 
         assert main(["models", "--db", str(db), "--default", tiny.model_key]) == 0  # from the shell
@@ -642,11 +679,11 @@ def test_a_storage_failure_is_one_clear_message(server, monkeypatch, tmp_path, c
     def full(*args, **kwargs):
         raise write_error(str(server.db), OSError(errno.ENOSPC, "No space left on device"))
 
-    monkeypatch.setattr("vidsift.pipeline.indexing.index_sequential", full)
+    monkeypatch.setattr("vidsift.app.writes.index_sequential", full)
     clip = tmp_path / "clip.mp4"
     make_video(clip, fps=10, durations=(2.0,))
     with pytest.raises(gr.Error) as raised:
-        server.service.add_to_archive(str(clip), ["x"], progress=lambda *a, **k: None)
+        server.page.add_to_archive(str(clip), ["x"], progress=lambda *a, **k: None)
     assert raised.value.title == "Adding to the archive failed"
     assert raised.value.message == (f"Adding to the archive failed: {server.db}: cannot write the database: the disk "
                                     "is full (no space left on device)")  # not a bug's "StoreWriteError: ..."
@@ -660,10 +697,10 @@ def test_library_shows_when_each_folder_was_last_scanned(server):
     from vidsift.pipeline.scans import ScanCounts, record_scan
 
     service = server.service
-    before, _, _ = service.library()
+    before, _, _ = server.page.library()
     assert "last scanned" not in before
     at = dt.datetime(2026, 12, 1, 20, 0, 5, tzinfo=dt.timezone.utc)
     record_scan(service.store, str(server.archive), service.spec.key, ScanCounts(added=2, removed=1), "watch", at=at)
-    summary, _, _ = service.library()
+    summary, _, _ = server.page.library()
     assert (f"- folder `{server.archive}` last scanned 2026-12-01T20:00:05+00:00 (watch: 2 added, 0 changed, "
             "1 removed, 0 failed)") in summary

@@ -5,12 +5,17 @@ deletes and compaction, by this store or another."""
 import numpy as np
 import pytest
 
-from vidsift.pipeline.catalog import CATALOG_COLUMNS, SegmentCatalog
+from vidsift.pipeline.ann_index import VectorIndexConfig
+from vidsift.pipeline.catalog import SegmentCatalog
+from vidsift.pipeline.model_store import ModelRef
+from vidsift.pipeline.records import SEGMENT
 from vidsift.pipeline.search import search_vector
-from vidsift.pipeline.store import VectorIndexConfig, VideoStore
+from vidsift.pipeline.store import VideoStore
 
 DIM = 32
 SUFFIX = "t"
+MODEL = ModelRef("m", SUFFIX)
+CATALOG_COLUMNS = SEGMENT.catalog_columns
 
 
 def _rows(first: int, count: int, rng, tag: str = "", path_prefix: str = "/a") -> list[dict]:
@@ -25,13 +30,13 @@ def _rows(first: int, count: int, rng, tag: str = "", path_prefix: str = "/a") -
 
 def _reference(store: VideoStore, query: np.ndarray, limit: int, where=None, exact=False) -> list[dict]:
     """The same search asking lance for every column (what the store did before the catalog)."""
-    table = store.segments_table(SUFFIX)
+    table = store.model(MODEL).segments()
     search = table.search(query, vector_column_name="vector").distance_type("cosine")
     if where:
         search = search.where(where, prefilter=True)
     if exact:
         search = search.bypass_vector_index()
-    elif store.has_vector_index(SUFFIX):
+    elif store.model(MODEL).has_vector_index():
         ann = store.vector_index
         search = (search.minimum_nprobes(ann.nprobes).maximum_nprobes(0) if where
                   else search.nprobes(ann.nprobes)).refine_factor(ann.refine_factor)
@@ -40,7 +45,7 @@ def _reference(store: VideoStore, query: np.ndarray, limit: int, where=None, exa
 
 def _same(store: VideoStore, queries, **kwargs) -> None:
     for query in queries:
-        fast = store.search_segments(SUFFIX, query, 12, **kwargs)
+        fast = store.model(MODEL).search_segments(query, 12, **kwargs)
         slow = _reference(store, query, 12, **kwargs)
         assert [r["segment_id"] for r in fast] == [r["segment_id"] for r in slow]
         for f, s in zip(fast, slow):
@@ -53,28 +58,28 @@ def test_search_equals_the_all_columns_reference_through_writes(tmp_path, catalo
     rng = np.random.default_rng(0)
     store = VideoStore(str(tmp_path / "db"), vector_index=VectorIndexConfig(nprobes=4), search_catalog=catalog)
     queries = rng.normal(size=(5, DIM)).astype(np.float32)
-    store.replace_segments(SUFFIX, DIM, _rows(0, 300, rng), "false")
+    store.model(MODEL).replace_segments(DIM, _rows(0, 300, rng), "false")
     _same(store, queries, exact=True)
 
     # Another writer (a second store on the same database) adds rows, updates some (new tags,
     # i.e. new physical rows) and deletes others: this store's catalog must follow.
     writer = VideoStore(str(tmp_path / "db"))
-    writer.replace_segments(SUFFIX, DIM, _rows(300, 200, rng), "false")
+    writer.model(MODEL).replace_segments(DIM, _rows(300, 200, rng), "false")
     updated = _rows(0, 50, np.random.default_rng(0), tag="edited")
-    writer.replace_segments(SUFFIX, DIM, updated, "video_id IN ('v0', 'v1', 'v2', 'v60', 'v61')")
-    writer.segments_table(SUFFIX).delete("video_id IN ('v100', 'v101', 'v102')")
+    writer.model(MODEL).replace_segments(DIM, updated, "video_id IN ('v0', 'v1', 'v2', 'v60', 'v61')")
+    writer.model(MODEL).segments().delete("video_id IN ('v100', 'v101', 'v102')")
     _same(store, queries, exact=True)
-    found = {r["segment_id"] for q in queries for r in store.search_segments(SUFFIX, q, 500, exact=True)}
+    found = {r["segment_id"] for q in queries for r in store.model(MODEL).search_segments(q, 500, exact=True)}
     assert "v60:00000" not in found and "v100:00001" not in found and "v400:00001" in found
-    edited = [r for q in queries for r in store.search_segments(SUFFIX, q, 500, exact=True) if r["video_id"] == "v7"]
+    edited = [r for q in queries for r in store.model(MODEL).search_segments(q, 500, exact=True) if r["video_id"] == "v7"]
     assert edited and edited[0]["tags"] == ["edited"]
 
     # ANN index, filters, then compaction (rows move to new fragments: new row ids)
-    writer.build_vector_index(SUFFIX)
+    writer.model(MODEL).build_vector_index()
     _same(store, queries)
     _same(store, queries, where="path LIKE '/a/v1%'")
-    writer.replace_segments(SUFFIX, DIM, _rows(500, 100, rng, path_prefix="/b"), "false")
-    writer.optimize(SUFFIX)
+    writer.model(MODEL).replace_segments(DIM, _rows(500, 100, rng, path_prefix="/b"), "false")
+    writer.model(MODEL).optimize()
     _same(store, queries)
     _same(store, queries, where="path LIKE '/b/%'", exact=True)
 
@@ -82,8 +87,8 @@ def test_search_equals_the_all_columns_reference_through_writes(tmp_path, catalo
 def test_a_catalog_knows_only_the_rows_of_its_version(tmp_path):
     rng = np.random.default_rng(1)
     store = VideoStore(str(tmp_path / "db"))
-    store.replace_segments(SUFFIX, DIM, _rows(0, 20, rng), "false")
-    table = store.segments_table(SUFFIX)
+    store.model(MODEL).replace_segments(DIM, _rows(0, 20, rng), "false")
+    table = store.model(MODEL).segments()
     catalog = SegmentCatalog.load(table)
     assert catalog.version == table.version and not catalog.has_vector_index
     known = table.to_lance().to_table(columns=["segment_id"], with_row_id=True)
@@ -91,23 +96,21 @@ def test_a_catalog_knows_only_the_rows_of_its_version(tmp_path):
     assert [r["segment_id"] for r in catalog.rows(ids)] == known.column("segment_id").to_pylist()[::-1]
     assert catalog.rows([]) == []
     table.add(_as_arrow(_rows(20, 5, rng)))
-    grown = store.segments_table(SUFFIX).to_lance().to_table(columns=[], with_row_id=True)
+    grown = store.model(MODEL).segments().to_lance().to_table(columns=[], with_row_id=True)
     new_ids = grown.column("_rowid").to_pylist()
     assert catalog.rows(new_ids) is None  # the table changed: the caller must reload
-    assert SegmentCatalog.load(store.segments_table(SUFFIX)).rows(new_ids) is not None
+    assert SegmentCatalog.load(store.model(MODEL).segments()).rows(new_ids) is not None
 
 
 def _as_arrow(rows):
-    from vidsift.pipeline.store import segments_schema, to_arrow
-
-    return to_arrow(rows, segments_schema(DIM))
+    return SEGMENT.to_arrow(rows, DIM)
 
 
 def test_hits_carry_their_own_thumbnails_only_when_asked(tmp_path):
     rng = np.random.default_rng(2)
     store = VideoStore(str(tmp_path / "db"))
     rows = _rows(0, 40, rng)
-    store.replace_segments(SUFFIX, DIM, rows, "false")
+    store.model(MODEL).replace_segments(DIM, rows, "false")
     query = np.asarray(rows[13]["vector"], dtype=np.float32)
     hits = search_vector(store, SUFFIX, query, k=5)
     assert hits[0].video_id == "v13"
@@ -121,10 +124,10 @@ def test_rows_written_while_the_catalog_reloads_are_read_from_the_table(tmp_path
     columns are read from lance, and still equal the reference."""
     rng = np.random.default_rng(3)
     store = VideoStore(str(tmp_path / "db"))
-    store.replace_segments(SUFFIX, DIM, _rows(0, 50, rng), "false")
-    stale = SegmentCatalog.load(store.segments_table(SUFFIX))
-    store.replace_segments(SUFFIX, DIM, _rows(50, 50, rng, tag="later"), "false")
-    monkeypatch.setattr(store, "_catalog", lambda suffix, table, reload=False: stale)
+    store.model(MODEL).replace_segments(DIM, _rows(0, 50, rng), "false")
+    stale = SegmentCatalog.load(store.model(MODEL).segments())
+    store.model(MODEL).replace_segments(DIM, _rows(50, 50, rng, tag="later"), "false")
+    monkeypatch.setattr(store.model(MODEL), "_catalog", lambda table, reload=False: stale)
     queries = rng.normal(size=(3, DIM)).astype(np.float32)
     _same(store, queries, exact=True)
-    assert any(r["tags"] == ["later"] for q in queries for r in store.search_segments(SUFFIX, q, 100, exact=True))
+    assert any(r["tags"] == ["later"] for q in queries for r in store.model(MODEL).search_segments(q, 100, exact=True))

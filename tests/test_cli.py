@@ -57,16 +57,16 @@ def test_index_on_local_ray_records_failures_and_resumes(tmp_path, messy_folder)
     report = json.loads(again.stdout)
     assert (report["indexed"], report["skipped"], report["failed"]) == (0, 4, 3)
     store = VideoStore(str(db))
-    assert store.summary()[0]["segments"] == sum(1 for _ in store.segments_table(
-        store.models()[0]["suffix"]).to_arrow().column("segment_id").unique())
+    assert store.summary()[0]["segments"] == sum(1 for _ in store.model(
+        store.archive_models()[0]).segments().to_arrow().column("segment_id").unique())
 
     # The Ray job and the default in-process pipeline store the same vectors.
     local_db = tmp_path / "local"
     local = run_cli("index", messy_folder, "--db", local_db, *RANDOM, "--fps", "2", "--segments", "fixed", "--no-ray", "--json")
     assert local.returncode == 3
-    ray_rows = {r["segment_id"]: r for r in store.segments_table(store.models()[0]["suffix"]).to_arrow().to_pylist()}
+    ray_rows = {r["segment_id"]: r for r in store.model(store.archive_models()[0]).segments().to_arrow().to_pylist()}
     other = VideoStore(str(local_db))
-    local_rows = {r["segment_id"]: r for r in other.segments_table(other.models()[0]["suffix"]).to_arrow().to_pylist()}
+    local_rows = {r["segment_id"]: r for r in other.model(other.archive_models()[0]).segments().to_arrow().to_pylist()}
     assert ray_rows.keys() == local_rows.keys()
     for key, row in ray_rows.items():
         assert (row["start"], row["end"], row["n_frames"]) == (local_rows[key]["start"], local_rows[key]["end"],
@@ -159,7 +159,7 @@ def test_no_refine_cuts_leaves_cuts_midway_between_samples(tmp_path):
         db = tmp_path / f"db{len(flag)}"
         result = run_cli("index", path, "--db", db, *RANDOM, "--fps", "2", "--no-ray", "--json", *flag)
         assert result.returncode == 0, result.stderr
-        table = VideoStore(str(db)).segments_table(resolve_spec("ViT-B-32", "none").table_suffix)
+        table = VideoStore(str(db)).model(resolve_spec("ViT-B-32", "none")).segments()
         starts[bool(flag)] = sorted(r["start"] for r in table.to_arrow().to_pylist())
     truth = [s["start"] for s in entry["scenes"]]
     assert starts[False] == pytest.approx(truth, abs=1 / 25 + 1e-6)  # refined: on the frame

@@ -39,13 +39,13 @@ def _options(s3) -> list[str]:
 
 def _segments(db: str, options: dict) -> dict:
     store = VideoStore(db, storage_options=options)
-    suffix = store.models()[0]["suffix"]
-    return {r["segment_id"]: r for r in store.segments_table(suffix).to_arrow().to_pylist()}
+    return {r["segment_id"]: r for r in store.model(store.archive_models()[0]).segments().to_arrow().to_pylist()}
 
 
 def _videos(db: str, options: dict) -> list[dict]:
     store = VideoStore(db, storage_options=options)
-    return store.video_rows(store.models()[0]["suffix"]) if store.models() else []
+    models = store.archive_models()
+    return store.model(models[0]).video_rows() if models else []
 
 
 def test_s3_to_s3_on_two_nodes_survives_a_node_dying_and_runs_as_a_ray_job(tmp_path, s3, s3_videos):

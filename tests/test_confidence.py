@@ -1,5 +1,5 @@
-"""Calibrated confidence and an honest "no match" (pipeline/confidence.py), through search, the
-search output the CLI prints, classification and the stored calibration.
+"""Calibrated confidence and an honest "no match" (pipeline/confidence*.py), through search, the
+search output the CLI prints, classification, the stored calibration and the cached default bank.
 
 Semantic claims use the bundled shapes-tiny on videos rendered here (an archive that shows six of
 the 28 labels); random ViT-B-32 weights check that any open_clip model gets a calibration.
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from vidsift.pipeline.config import IndexConfig
-from vidsift.pipeline.confidence import (
-    CONTENT_FREE_PROMPTS, Calibration, RivalBank, content_words, fit_calibration, load_calibration,
-)
+from vidsift.pipeline.confidence import CONTENT_FREE_PROMPTS, Calibration, load_calibration
+from vidsift.pipeline.confidence_bank import BankCache, RivalBank, default_bank
+from vidsift.pipeline.confidence_fit import fit_calibration
+from vidsift.pipeline.confidence_words import content_words
 from tests.conftest import make_video
 
 PRESENT = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("white", "star"), ("purple", "circle"),
@@ -87,6 +88,27 @@ def test_confidence_is_the_query_against_content_free_prompts_and_the_best_rival
     assert calibration.confidences("the of", e[0], segments).tolist() == [0.0, 0.0, 0.0]
     matrix = calibration.confidence_matrix(["a red circle", "a green circle"], e[[0, 1]], segments)
     assert matrix[0] == pytest.approx(conf) and matrix[1, 1] > 0.99
+
+
+def test_with_prompt_ensembles_query_and_rivals_are_weighed_as_their_ensembles():
+    """The rules with prompt ensembles: a search query is weighed against the rivals' ensembles, not
+    their plain phrases; under "ensembles" the query is weighed as what ``embed_query`` gives (its
+    prompt ensemble), not as the plain vector the search ranked with; labels meet the rivals'
+    ensembles only under "ensembles"."""
+    e = np.eye(4, dtype=np.float32)
+    bank = RivalBank(["green circle"], e[[1]], "default", ensembles=e[[2]])
+    segment = np.array([[0.5, 0.9, 0.6, 0.0]], dtype=np.float32)
+    segment /= np.linalg.norm(segment)
+    plain = Calibration(logit_scale=50.0, content_free=e[[3]], bank=RivalBank(["green circle"], e[[1]], "default"))
+    assert plain.confidences("a red circle", e[0], segment)[0] < 0.01          # loses to "green circle"
+    ensembles = Calibration(logit_scale=100.0, content_free=e[[3]], bank=bank, embed_query=lambda text: e[0])
+    assert ensembles.confidences("a red circle", e[0], segment)[0] < 0.01     # loses to the rival's ensemble
+    ensembles.embed_query = lambda text: (e[0] + e[1]) / np.sqrt(2)           # the query's ensemble
+    assert ensembles.confidences("a red circle", e[0], segment)[0] > 0.99     # cosine 0.83 against 0.50
+    assert (ensembles.rivals(True) == e[[2]]).all() and (plain.rivals(True) == e[[1]]).all()
+    assert (ensembles.rivals(False) == e[[1]]).all()                         # "ensemble-rivals": labels plain
+    ensembles.ensembles_for_labels = True
+    assert (ensembles.rivals(False) == e[[2]]).all()
 
 
 def test_a_label_set_is_shown_when_its_labels_together_beat_what_is_outside_it():
@@ -181,7 +203,7 @@ def test_search_output_says_no_match_marks_weak_hits_and_keeps_the_existing_fiel
 # ---- shapes-tiny: classification ------------------------------------------------------------------
 def test_classify_answers_none_when_no_label_fits_and_both_labels_of_a_two_scene_clip(archive, tiny):
     from vidsift.pipeline.classify import ZeroShotClassifier, classify_clip, format_classification
-    from vidsift.pipeline.shapes_world import all_labels
+    from vidsift.pipeline.shapes.world import all_labels
 
     calibration = load_calibration(archive.store, tiny)
     config = IndexConfig()
@@ -253,3 +275,40 @@ def test_any_open_clip_model_gets_a_calibration(tmp_path, random_vit):
     fitted = load_calibration(store, random_vit)
     assert fitted.source == "fitted" and fitted.bank.vectors.shape[1] == random_vit.embed_dim
     assert all(w.isalpha() for phrase in fitted.bank.phrases for w in phrase.split())
+
+
+# ---- the default bank, embedded once per model --------------------------------------------------
+class CountingEncoder:
+    """The encoder, counting the texts it embeds."""
+
+    def __init__(self, inner):
+        self.inner, self.texts = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode_texts(self, texts):
+        self.texts += len(texts)
+        return self.inner.encode_texts(texts)
+
+
+def test_the_default_bank_is_embedded_once_per_model_and_read_back_from_the_cache(tiny, tmp_path):
+    counting, cache = CountingEncoder(tiny), BankCache(tmp_path / "banks")
+    first = default_bank(counting, cache)
+    assert first.source == "default" and counting.texts >= len(first.phrases) > 0
+    files = list((tmp_path / "banks").glob("*.npz"))
+    assert len(files) == 1
+    counting.texts = 0
+    again = default_bank(counting, cache)
+    assert counting.texts == 0                                   # nothing embedded again
+    assert again.phrases == first.phrases and np.allclose(again.vectors, first.vectors)
+    assert again.source == "default" and again.info["vocabulary"] == first.info["vocabulary"]
+    # Another model's weights (another spec.key) have another file; a file that does not hold what
+    # its key says, or cannot be read, is not used: the bank is embedded again and the file replaced.
+    words = [w for w in first.phrases if " " not in w]
+    assert cache.path("shapes-tiny|ckpt-0123456789ab", words) != cache.path(tiny.model_key, words)
+    assert cache.load(files[0], "shapes-tiny|ckpt-0123456789ab") is None
+    files[0].write_bytes(b"not a bank")
+    rebuilt = default_bank(counting, cache)
+    assert counting.texts > 0 and rebuilt.phrases == first.phrases
+    assert cache.load(files[0], tiny.model_key) is not None

@@ -44,6 +44,23 @@ def test_search_says_no_match_and_marks_the_closest_weak(archive):
     assert present["matches"] >= 1
 
 
+def test_a_second_search_reads_the_default_bank_from_the_cache(archive, tmp_path):
+    """The default rival bank is embedded by the first one-shot search and stored once per model;
+    the next search reads it (the file is not written again) and answers the same."""
+    _, db = archive
+    env = {"VIDSIFT_CACHE_DIR": str(tmp_path / "cache")}
+    first = run_cli("search", "a green circle", "--db", db, *TINY, "-k", "2", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    banks = list((tmp_path / "cache" / "rival-banks").glob("*.npz"))
+    assert len(banks) == 1
+    written = banks[0].stat().st_mtime_ns
+    second = run_cli("search", "a green circle", "--db", db, *TINY, "-k", "2", "--json", env=env)
+    assert second.returncode == 0, second.stderr
+    assert list((tmp_path / "cache" / "rival-banks").glob("*.npz")) == banks
+    assert banks[0].stat().st_mtime_ns == written
+    assert json.loads(second.stdout)["results"] == json.loads(first.stdout)["results"]
+
+
 def test_classify_answers_none_when_no_label_fits(archive):
     root, _ = archive
     clip = root / "videos" / "green.mp4"

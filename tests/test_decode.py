@@ -6,11 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vidsift.models.encoder import ClipEncoder
+from vidsift.models.spec import resolve_spec
 from vidsift.pipeline.config import IndexConfig, SamplingConfig
 from vidsift.pipeline.decode import decode_video
 from vidsift.pipeline.frames import FrameTransform
 from vidsift.pipeline.pyav_decode import decode_size, read_sampled, scan
 from vidsift.pipeline.sampling import plan_frame_indices
+from vidsift.pipeline.video_libs import pyav
 from tests.conftest import make_video
 
 SQUASH64 = FrameTransform(size=(64, 64), resize_mode="squash")
@@ -50,9 +53,6 @@ def test_full_size_cpu_decoding_gives_decords_frames_and_times(videos, container
 @pytest.mark.parametrize("container,model", [("mp4", "shapes-tiny"), ("mkv", "shapes-tiny"), ("webm", "shapes-tiny"),
                                              ("avi", "shapes-tiny"), ("mp4", "ViT-B-32"), ("avi", "ViT-B-32")])
 def test_decoder_side_resize_keeps_times_exact_and_vectors_close(videos, container, model, random_vit):
-    from vidsift.models.encoder import ClipEncoder
-    from vidsift.models.spec import resolve_spec
-
     for encoder in [random_vit if model == "ViT-B-32" else ClipEncoder.from_spec(resolve_spec(model, ""))]:
         transform = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)
         _, old_times, old_px, _ = _run(videos[container], transform, decoder="decord", decoder_resize=False)
@@ -91,11 +91,9 @@ def test_decode_size_keeps_the_aspect_and_covers_model_and_thumbnail(transform, 
 def test_skipping_and_seeking_return_the_full_decodes_frames(videos, container):
     """Non-reference frames skipped (H.264 B-frames) and seeking past keyframe intervals (AVI has a
     keyframe a second) change no pixel of a sampled frame."""
-    import av
-
     path = videos[container]
     index = scan(path)
-    with av.open(path) as c:
+    with pyav().open(path) as c:
         every = {int(f.pts): f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
     assert len(every) == len(index)
     for fps in (0.5, 1.0, 6.0):

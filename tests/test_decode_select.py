@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from vidsift.pipeline import decoders, gpu_decode, pyav_decode
 from vidsift.pipeline.config import IndexConfig, SamplingConfig
 from vidsift.pipeline.decode import decode_video
 from vidsift.pipeline.decoders import GpuProbe, choose_decoder
 from vidsift.pipeline.frames import FrameTransform
+from vidsift.pipeline.video_libs import pyav
 from tests.conftest import make_video
 
 TRANSFORM = FrameTransform(size=(64, 64), resize_mode="squash")
@@ -33,17 +35,13 @@ class CpuStandIn:
     """Plays torchcodec's decoder: frames by index from a full PyAV decode, as CPU tensors."""
 
     def __init__(self, path: str, shift_s: float = 0.0):
-        import av
-
-        with av.open(path) as container:
+        with pyav().open(path) as container:
             stream = container.streams.video[0]
             frames = sorted(container.decode(stream), key=lambda f: f.pts)
             self.pixels = [f.to_ndarray(format="rgb24") for f in frames]
             self.stamps = [float(f.pts * stream.time_base) + shift_s for f in frames]
 
     def get_frames_at(self, indices):
-        import torch
-
         class Batch:
             data = torch.from_numpy(np.stack([self.pixels[i] for i in indices]))
             pts_seconds = torch.tensor([self.stamps[i] for i in indices], dtype=torch.float64)
@@ -136,8 +134,6 @@ def test_gpu_frames_at_other_times_than_planned_are_refused(video):
 
 
 def test_gpu_resize_keeps_the_shape_asked_for():
-    import torch
-
     frames = torch.randint(0, 256, (2, 240, 320, 3), dtype=torch.uint8)
     small = gpu_decode.resize_on_device(frames, (108, 144))
     assert small.shape == (2, 108, 144, 3) and small.dtype == torch.uint8

@@ -1,11 +1,25 @@
 """`vidsift eval`: the metrics' arithmetic, and the command end to end on a rendered manifest."""
+import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vidsift.app.commands.research import format_eval as _format_eval
-from vidsift.pipeline.evaluation import _rank_stats, boundary_scores, iou
+from vidsift.models.encoder import ClipEncoder
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.config import IndexConfig
+from vidsift.pipeline import eval_no_match, eval_report, eval_truth, training_data
+from vidsift.pipeline.confidence import load_calibration
+from vidsift.pipeline.eval_no_match import THRESHOLDS
+from vidsift.pipeline.eval_report import boundary_scores, rank_stats
+from vidsift.pipeline.eval_truth import SplitTally, Vocabulary, iou, shows
+from vidsift.pipeline.indexing import index_sequential
+from vidsift.pipeline.shapes.evaluation import format_no_match, no_match_report, vocabulary
+from vidsift.pipeline.shapes.world import all_labels, split_of
+from vidsift.pipeline.shapes.manifest import load_manifest
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video, run_cli
 
 
@@ -15,9 +29,35 @@ def test_metric_arithmetic():
     assert boundary_scores([4.4, 9.0, 20.0], [4.0, 10.0], tolerance=0.5) == (1, 3, 2)
     assert boundary_scores([4.4, 9.6], [4.0, 10.0], tolerance=0.5) == (2, 2, 2)
     assert boundary_scores([4.1, 4.2], [4.0], tolerance=0.5) == (1, 2, 1)  # one-to-one
-    stats = _rank_stats([1, 1, 2, 7, 30])
+    stats = rank_stats([1, 1, 2, 7, 30])
     assert (stats["R@1"], stats["R@5"], stats["R@10"], stats["median_rank"]) == (0.4, 0.6, 0.8, 2.0)
     assert stats["mean_rank"] == pytest.approx(np.mean([1, 1, 2, 7, 30]))
+
+
+def test_figures_split_as_the_callers_vocabulary_says():
+    pets = Vocabulary(("a cat", "a dog"), ("pets", "other"), lambda label: "pets" if "cat" in label or "dog" in label
+                      else "other")
+    tally = SplitTally(pets)
+    tally.add("a cat", True)
+    tally.add("a dog", False)
+    tally.add("a fish", False)
+    assert tally.to_dict() == {"pets": {"rate": 0.5, "hits": 1, "n": 2}, "other": {"rate": 0.0, "hits": 0, "n": 1}}
+    shapes = vocabulary()
+    assert shapes.labels == tuple(all_labels()) and shapes.splits == ("seen", "heldout")
+    assert split_of("a purple star") == "heldout" and split_of("a red circle") == "seen"
+    assert split_of("a dog on a sofa") == "seen"  # a user's own label (--labels-file) counts as seen
+    assert vocabulary(["a dog"]).labels == ("a dog",)
+    video = {"scenes": [{"label": "a cat", "start": 0.0, "end": 4.0}, {"label": "a dog", "start": 4.0, "end": 6.0}]}
+    assert shows(video, "a cat", 3.0, 4.5) and not shows(video, "a dog", 3.0, 4.5) and not shows(video, "a cat", 7, 8)
+
+
+def test_the_products_evaluation_knows_nothing_of_the_shapes_world():
+    """Product figures take any labelled archive; the shapes world plugs in its vocabulary."""
+    for module in (eval_truth, eval_report, eval_no_match, training_data):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert imported and not any("shapes" in name or "synth" in name for name in imported), module.__name__
 
 
 def test_eval_command_reports_every_figure(tmp_path):
@@ -68,17 +108,9 @@ def test_eval_reads_the_msrvtt_csv_format(tmp_path):
 
 
 def test_no_match_report_on_a_manifest_of_four_labels(tmp_path):
-    """`vidsift eval`'s "no match" figures (pipeline.evaluation.no_match_report) with shapes-tiny on a
+    """`vidsift eval`'s "no match" figures (pipeline.eval_no_match.no_match_report) with shapes-tiny on a
     manifest that shows 4 of the 28 labels: the 4 are found and marked match, the 24 others answer
     "no match", and the rates over the threshold move the way a threshold moves them."""
-    from vidsift.models.encoder import ClipEncoder
-    from vidsift.models.spec import resolve_spec
-    from vidsift.pipeline.config import IndexConfig
-    from vidsift.pipeline.confidence import load_calibration
-    from vidsift.pipeline.evaluation import THRESHOLDS, format_no_match, load_manifest, no_match_report
-    from vidsift.pipeline.indexing import index_sequential
-    from vidsift.pipeline.store import VideoStore
-
     root = tmp_path / "set"
     entries = [
         make_video(root / "videos" / "a.mp4", fps=10, durations=(3.0,), size=(320, 240), pairs=[("red", "circle")]),

@@ -16,8 +16,16 @@ import json
 import sys
 
 import numpy as np
+import open_clip
 import pytest
+import torch
+from huggingface_hub import constants
+from safetensors.torch import save_file
 
+from vidsift.app.cli import main
+from vidsift.models.loading import ModelUnavailableError, check_weights, load_model, model_outline, preprocess_config
+from vidsift.models.spec import resolve_spec
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video
 
 LABELS = "a red circle,a blue square,a white star"
@@ -46,8 +54,6 @@ def clip(tmp_path_factory):
 def offline_hub(tmp_path, monkeypatch):
     """An empty Hugging Face cache and no hub: huggingface_hub (and transformers through it) read
     the cache folder and the offline switch at call time; vidsift's own probe reads the variable."""
-    from huggingface_hub import constants
-
     cache = tmp_path / "hf-cache"
     cache.mkdir()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
@@ -58,8 +64,6 @@ def offline_hub(tmp_path, monkeypatch):
 
 def cli(capfd, *argv):
     """`vidsift ARGV` in this process: (exit status, stdout, non-blank stderr lines)."""
-    from vidsift.app.cli import main
-
     code = main([str(a) for a in argv])
     out, err = capfd.readouterr()
     return code, out, [line for line in err.splitlines() if line.strip()]
@@ -67,9 +71,6 @@ def cli(capfd, *argv):
 
 def index_and_classify(capfd, tmp_path, clip, model):
     """Index the clip and classify it with ``model``'s random weights; check what each wrote."""
-    from vidsift.models.spec import resolve_spec
-    from vidsift.pipeline.store import VideoStore
-
     db = tmp_path / "db"
     common = ["--model", model, "--pretrained", "none", "--frames", "3"]
     code, out, err = cli(capfd, "index", clip, "--db", db, *common, "--no-ray", "--segments", "fixed",
@@ -77,7 +78,7 @@ def index_and_classify(capfd, tmp_path, clip, model):
     assert code == 0, err
     assert json.loads(out)["indexed"] == 1
     store = VideoStore(str(db))
-    rows = store.segments_table(resolve_spec(model, "none").table_suffix).to_arrow().to_pylist()
+    rows = store.model(resolve_spec(model, "none")).segments().to_arrow().to_pylist()
     vectors = np.array([row["vector"] for row in rows], dtype=np.float32)
     assert len(rows) == 2 and np.all(np.isfinite(vectors))
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
@@ -93,8 +94,6 @@ def index_and_classify(capfd, tmp_path, clip, model):
 
 @pytest.mark.parametrize("family", sorted(OFFLINE_FAMILIES))
 def test_each_family_indexes_and_classifies_offline(family, tmp_path, clip, capfd, offline_hub):
-    import open_clip
-
     model = OFFLINE_FAMILIES[family]
     vectors = index_and_classify(capfd, tmp_path, clip, model)
     assert vectors.shape[1] == open_clip.get_model_config(model)["embed_dim"]  # the model's own space
@@ -102,9 +101,8 @@ def test_each_family_indexes_and_classifies_offline(family, tmp_path, clip, capf
 
 @pytest.mark.parametrize("command", ["index", "classify"])
 def test_siglip2_without_transformers_says_what_to_install(command, tmp_path, clip, capfd, monkeypatch):
-    """Before: `ModuleNotFoundError: No module named 'transformers'` from inside open_clip."""
-    import open_clip  # noqa: F401  (imported as usual first, whatever it finds)
-
+    """Before: `ModuleNotFoundError: No module named 'transformers'` from inside open_clip (imported
+    as usual first, at the top, whatever it finds)."""
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails
     argv = [command, clip, "--model", SIGLIP2, "--pretrained", "none", "--frames", "3"]
     argv += ["--db", tmp_path / "db", "--no-ray"] if command == "index" else ["--labels", LABELS]
@@ -117,7 +115,7 @@ def test_siglip2_without_transformers_says_what_to_install(command, tmp_path, cl
 
 def test_siglip2_tokenizer_not_in_the_cache_fails_at_once_offline(tmp_path, clip, capfd, offline_hub):
     """Before: about a minute of transformers' retries, then a bare OSError."""
-    import transformers  # noqa: F401  (the `families` extra: the test command installs it)
+    import transformers  # noqa: F401 - lazy: the `families` extra (the test command installs it)
     for argv in (["index", clip, "--db", tmp_path / "db", "--no-ray"], ["classify", clip, "--labels", LABELS]):
         code, out, err = cli(capfd, *argv, "--model", SIGLIP2, "--pretrained", "none", "--frames", "3")
         assert code == 1
@@ -131,13 +129,14 @@ def test_siglip_with_its_tokenizer_in_the_cache_works_offline(tmp_path, clip, ca
     """A SigLIP tokenizer that is in the Hugging Face cache is used without the network. The cached
     tokenizer here is a small word-level one built on the spot (the real one is a download); what
     is tested is that vidsift finds it in the cache offline and the model indexes and classifies."""
-    import transformers  # noqa: F401  (the `families` extra: the test command installs it)
+    import transformers  # noqa: F401 - lazy: the `families` extra (the test command installs it)
     cache_tokenizer(offline_hub, f"timm/{SIGLIP}", LABELS.replace(",", " ").split())
     index_and_classify(capfd, tmp_path, clip, SIGLIP)
 
 
 def cache_tokenizer(cache, repo: str, words: list[str]) -> None:
     """Lay out a fast tokenizer for ``repo`` as huggingface_hub caches a download."""
+    # lazy: ``tokenizers`` comes with the ``families`` extra, as transformers does (see the tests)
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
@@ -163,10 +162,6 @@ def cache_tokenizer(cache, repo: str, words: list[str]) -> None:
 def cache_weights(cache, name: str, tag: str, seed: int = 1) -> dict:
     """Random weights of ``name`` laid out in the Hugging Face cache as the download of ``tag``
     (fp16 to keep the file small); returns the state dict."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
     hub = open_clip.get_pretrained_cfg(name, tag)["hf_hub"].rstrip("/")
     revision = "1" * 40
     folder = cache / ("models--" + hub.replace("/", "--"))
@@ -183,11 +178,6 @@ def test_a_cached_tag_loads_offline_with_the_tags_preprocessing(offline_hub):
     """PE-Core's tag squashes frames with mean/std 0.5 and bilinear resizing, none of which is in
     the model config: open_clip's factory applies them when it is given the tag. The driver's
     outline (no weights read) must agree with the loaded model, and the weights must be the file's."""
-    import torch
-
-    from vidsift.models.loading import load_model, preprocess_config
-    from vidsift.models.spec import resolve_spec
-
     state = cache_weights(offline_hub, "PE-Core-T-16-384", "meta")
     spec = resolve_spec("PE-Core-T-16-384", "meta")
     loaded = load_model(spec)
@@ -202,11 +192,6 @@ def test_a_cached_tag_loads_offline_with_the_tags_preprocessing(offline_hub):
 def test_quickgelu_tags_are_forced_and_an_uncached_tag_fails_at_once_offline(offline_hub):
     """open_clip only warns when a QuickGELU-trained tag (OpenAI's) meets a GELU config, and the
     vectors are then wrong (open_clip #771): the check forces it from the tag's own config."""
-    import open_clip
-
-    from vidsift.models.loading import ModelUnavailableError, check_weights, model_outline
-    from vidsift.models.spec import resolve_spec
-
     hub = open_clip.get_pretrained_cfg("RN50", "openai")["hf_hub"].rstrip("/")
     with pytest.raises(ModelUnavailableError, match=r"'openai' for model 'RN50': huggingface.co is unreachable"):
         check_weights(resolve_spec("RN50", "openai"))

@@ -96,8 +96,8 @@ def own_lines(stderr: str) -> list[str]:
 def stored_videos(db: Path) -> int:
     try:
         store = VideoStore(str(db))
-        models = store.models()
-        return len(store.video_rows(models[0]["suffix"], ["video_id"])) if models else 0
+        models = store.archive_models()
+        return len(store.model(models[0]).video_rows(["video_id"])) if models else 0
     except Exception:  # noqa: BLE001 - not created yet, or mid-commit: ask again
         return 0
 
@@ -114,10 +114,10 @@ def wait_until(condition, job: Job, timeout=240, what="") -> None:
 def snapshot(db: Path) -> dict:
     """The three tables of the one model, by key; no key stored twice."""
     store = VideoStore(str(db))
-    (model,) = store.models()
-    tables = {}
+    (model,) = store.archive_models()
+    handle, tables = store.model(model), {}
     for name, key in (("videos", "video_id"), ("segments", "segment_id"), ("frames", "frame_id")):
-        table = getattr(store, f"{name}_table")(model["suffix"])
+        table = getattr(handle, name)()
         rows = table.to_arrow().to_pylist()
         keys = [row[key] for row in rows]
         assert len(keys) == len(set(keys)), f"{name}: a key is stored twice"

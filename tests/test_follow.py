@@ -23,11 +23,17 @@ from vidsift.pipeline.follow import FolderUnreachable, prune, scan_once
 from vidsift.pipeline.watch import Follower, Settler, WatchConfig
 from vidsift.pipeline.scans import ScanCounts, last_scans, record_scan
 from vidsift.pipeline.storage import ListedFile
-from vidsift.pipeline.store import FrameRows, SegmentRow, VideoRecord, VideoStore
+from vidsift.pipeline.model_store import ModelRef
+from vidsift.pipeline.records import FrameRows, SegmentRow, VideoRecord
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import REPO, make_video
 
 MODELS = {"alpha|random": "alpha_random_000001", "beta|random": "beta_random_000002"}
 DIM = 8
+
+
+def _ref(key: str) -> ModelRef:
+    return ModelRef(key, MODELS[key])
 
 
 def _record(path: Path, video_id: str) -> VideoRecord:
@@ -44,16 +50,16 @@ def _store_with(db: Path, paths_by_model: dict[str, list[Path]]) -> VideoStore:
     store = VideoStore(str(db))
     for key, paths in paths_by_model.items():
         records = [_record(p, f"id-{p.name}-{p.parent.name}") for p in paths]
-        store.write_videos(key, MODELS[key], records, new_ids={r.video_id for r in records})
+        store.model(_ref(key)).write_videos(records, new_ids={r.video_id for r in records})
     return store
 
 
 def _paths(store: VideoStore, key: str) -> dict[str, set[str]]:
     """Per table of model ``key``: the paths (videos, segments) or video ids (frames) it holds."""
-    suffix = MODELS[key]
-    return {"videos": {r["path"] for r in store.video_rows(suffix, ["path"])},
-            "segments": set(store.segments_table(suffix).to_arrow().column("path").to_pylist()),
-            "frames": set(store.frames_table(suffix).to_arrow().column("video_id").to_pylist())}
+    tables = store.model(_ref(key))
+    return {"videos": {r["path"] for r in tables.video_rows(["path"])},
+            "segments": set(tables.segments().to_arrow().column("path").to_pylist()),
+            "frames": set(tables.frames().to_arrow().column("video_id").to_pylist())}
 
 
 def _touch(path: Path, data: bytes = b"not decoded by these tests") -> Path:
@@ -77,7 +83,7 @@ def archive(tmp_path):
 
 def test_prune_removes_only_files_gone_under_path_for_every_model(archive):
     store, folder, files = archive
-    from vidsift.pipeline.store import Failure
+    from vidsift.pipeline.records import Failure
 
     store.record_failures("alpha|random", [Failure(str(folder / "broken.mp4"), "decode", "bad"),
                                            Failure(str(files["videos/b.mp4"]), "decode", "bad")])
@@ -146,10 +152,9 @@ def test_a_crash_between_deletes_leaves_only_orphans_that_the_next_job_clears(ar
         prune(store, [str(folder)])
     monkeypatch.undo()
     assert calls[0].startswith("videos_")  # the "done" marker went first
-    suffix = MODELS["alpha|random"]
     assert str(files["videos/a.mp4"]) not in _paths(store, "alpha|random")["videos"]
     assert str(files["videos/a.mp4"]) in _paths(store, "alpha|random")["segments"]  # orphans...
-    assert store.clear_orphans(suffix) == 2  # ...which the next job clears (segments + frames of one video)
+    assert store.model(_ref("alpha|random")).clear_orphans() == 2  # ...which the next job clears (segments + frames of one video)
     assert str(files["videos/a.mp4"]) not in _paths(store, "alpha|random")["segments"]
 
 
@@ -177,11 +182,11 @@ class FakeIndexer:
     def __call__(self, paths):
         from vidsift.pipeline.indexing import JobReport
         from vidsift.pipeline.storage import list_inputs
-        from vidsift.pipeline.store import Failure
+        from vidsift.pipeline.records import Failure
 
         self.calls.append(list(paths))
         listed = list_inputs(list(paths))
-        known = self.store.indexed_files(MODELS["alpha|random"])
+        known = self.store.model(_ref("alpha|random")).indexed_files()
         report = JobReport(total=len(listed))
         todo = [f for f in listed if (known.get(f.path, {}).get("size_bytes"), known.get(f.path, {}).get("mtime_ns"))
                 != (f.size_bytes, f.mtime_ns)]
@@ -189,7 +194,7 @@ class FakeIndexer:
         report.failures = [Failure(f.path, "decode", "not a video") for f in todo if Path(f.path).name.startswith("bad")]
         records = [_record(Path(f.path), f"id-{Path(f.path).name}-{f.size_bytes}") for f in todo
                    if not Path(f.path).name.startswith("bad")]
-        self.store.write_videos("alpha|random", MODELS["alpha|random"], records)
+        self.store.model(_ref("alpha|random")).write_videos(records)
         report.indexed = len(records)
         return report
 
@@ -199,7 +204,7 @@ def test_watch_indexes_settled_files_once_prunes_deletions_and_records_scans(tmp
     old = _touch(folder / "old.mp4")
     store = _store_with(tmp_path / "db", {"alpha|random": [old], "beta|random": [old]})
     indexer, actions, now = FakeIndexer(store), [], [0.0]
-    follower = Follower(store, [str(folder)], "alpha|random", MODELS["alpha|random"], indexer,
+    follower = Follower(store, [str(folder)], _ref("alpha|random"), indexer,
                         WatchConfig(settle_s=5, poll_s=1, record_every_s=60), clock=lambda: now[0],
                         on_action=actions.append)
 
@@ -237,7 +242,7 @@ def test_watch_does_not_prune_a_folder_that_went_away(tmp_path):
     kept = _touch(folder / "a.mp4")
     store = _store_with(tmp_path / "db", {"alpha|random": [kept]})
     actions = []
-    follower = Follower(store, [str(folder)], "alpha|random", MODELS["alpha|random"], FakeIndexer(store),
+    follower = Follower(store, [str(folder)], _ref("alpha|random"), FakeIndexer(store),
                         WatchConfig(settle_s=1), clock=lambda: 0.0, on_action=actions.append)
     follower.tick()
     folder.rename(tmp_path / "elsewhere")  # unmounted
@@ -275,7 +280,7 @@ def test_watch_picks_up_a_file_written_slowly_by_another_process_only_once_compl
         seen_at_call.append((list(paths), writer.poll(), os.path.getsize(target)))
         return index_sequential(store, encoder, paths, config)
 
-    follower = Follower(store, [str(folder)], encoder.spec.key, encoder.spec.table_suffix, index_once,
+    follower = Follower(store, [str(folder)], encoder.spec, index_once,
                         WatchConfig(settle_s=3, poll_s=0.1))
     writer = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\ndata = open(sys.argv[1], 'rb').read()\nwith open(sys.argv[2], 'wb') as out:\n"
@@ -292,7 +297,7 @@ def test_watch_picks_up_a_file_written_slowly_by_another_process_only_once_compl
     assert seen_at_call, "the watch never indexed the copied file"
     (paths, writer_status, size), = seen_at_call
     assert paths == [str(target)] and writer_status == 0 and size == source.stat().st_size
-    (row,) = store.video_rows(encoder.spec.table_suffix, ["path", "duration", "size_bytes"])
+    (row,) = store.model(encoder.spec).video_rows(["path", "duration", "size_bytes"])
     assert row["path"] == str(target) and row["size_bytes"] == source.stat().st_size
     assert row["duration"] == pytest.approx(2.0, abs=0.15)
 
@@ -321,7 +326,7 @@ def test_scan_once_prunes_first_then_indexes_and_records(archive, tmp_path):
     files["videos/b.mp4"].unlink()
     fresh = _touch(folder / "fresh.mp4")
     indexer = FakeIndexer(store)
-    report, pruned, scans = scan_once(store, [str(folder)], "alpha|random", MODELS["alpha|random"], indexer,
+    report, pruned, scans = scan_once(store, [str(folder)], _ref("alpha|random"), indexer,
                                       prune_first=True)
     assert indexer.calls == [[str(folder)]]  # the folder, listed by the indexer as usual
     assert pruned.paths() == [str(files["videos/b.mp4"])] and report.indexed == 1
@@ -330,7 +335,7 @@ def test_scan_once_prunes_first_then_indexes_and_records(archive, tmp_path):
     assert (scan["folder"], scan["kind"], scan["added"], scan["removed"]) == (str(folder), "prune", 1, 1)
     assert str(fresh) in _paths(store, "alpha|random")["videos"]
     gone = str(files["videos/b.mp4"])  # a deleted file named by itself: pruned, not handed on to fail
-    scan_once(store, [gone], "alpha|random", MODELS["alpha|random"], indexer, prune_first=True)
+    scan_once(store, [gone], _ref("alpha|random"), indexer, prune_first=True)
     assert indexer.calls[-1] == [] and gone not in {f["path"] for f in store.failures()}
 
 
@@ -407,5 +412,5 @@ def test_cli_watch_indexes_a_slow_copy_prunes_a_deletion_and_stops_on_sigterm(tm
             watcher.kill()
             watcher.wait()
     store = VideoStore(str(db))
-    (model,) = store.models()
-    assert {r["path"] for r in store.video_rows(model["suffix"], ["path"])} == {str(folder / "copy.mp4")}
+    (model,) = store.archive_models()
+    assert {r["path"] for r in store.model(model).video_rows(["path"])} == {str(folder / "copy.mp4")}

@@ -64,7 +64,8 @@ def test_a_hanging_input_times_out_while_finished_videos_are_stored_within_secon
             time.sleep(0.5)
             if (db / "models.lance").exists():
                 store = VideoStore(str(db))
-                rows = store.video_rows(store.models()[0]["suffix"]) if store.models() else []
+                models = store.archive_models()
+                rows = store.model(models[0]).video_rows() if models else []
                 if len(rows) == 2:
                     stored_at = time.monotonic()
         assert stored_at is not None and job.poll() is None, "the good videos were not stored while one hung"

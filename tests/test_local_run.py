@@ -41,10 +41,10 @@ def folder(tmp_path_factory):
     return root
 
 
-def rows(store: VideoStore, suffix: str) -> dict:
-    tables = {}
+def rows(store: VideoStore, spec) -> dict:
+    model, tables = store.model(spec), {}
     for name, key in (("videos", "video_id"), ("segments", "segment_id"), ("frames", "frame_id")):
-        table = getattr(store, f"{name}_table")(suffix)
+        table = getattr(model, name)()
         tables[name] = {r[key]: r for r in table.to_arrow().to_pylist()}
     return tables
 
@@ -76,7 +76,7 @@ def test_a_killed_and_a_hung_decoder_are_recorded_while_the_others_are_indexed(t
     assert "(--video-timeout)" in failures["v2.mp4"].reason and "on node" in failures["v2.mp4"].reason
     assert failures["notes.mp4"].stage == "open"  # bad input: recorded at once, never retried
     assert {f["path"] for f in store.failures()} == {f.path for f in report.failures}
-    stored = rows(store, tiny.spec.table_suffix)["videos"].values()
+    stored = rows(store, tiny.spec)["videos"].values()
     assert sorted(v["path"].rsplit("/", 1)[1] for v in stored) == ["v0.mp4", "v3.mp4"]
     assert multiprocessing.active_children() == []  # the killed, the hung and the idle processes are gone
 
@@ -93,7 +93,7 @@ def test_a_decoder_killed_once_is_retried_and_its_video_indexed(tmp_path, tiny, 
     monkeypatch.delenv("VIDSIFT_TEST_FAULT")
     clean = VideoStore(str(tmp_path / "clean"))
     job(clean, tiny, [folder], workers=1)
-    assert_same_rows(rows(store, tiny.spec.table_suffix), rows(clean, tiny.spec.table_suffix))
+    assert_same_rows(rows(store, tiny.spec), rows(clean, tiny.spec))
 
 
 def test_the_apps_entry_point_stores_the_clis_rows_with_its_tags(tmp_path, tiny, folder):
@@ -109,15 +109,14 @@ def test_the_apps_entry_point_stores_the_clis_rows_with_its_tags(tmp_path, tiny,
     cli = run_cli("index", folder, "--db", tmp_path / "cli", "--model", "shapes-tiny", "--json")
     assert cli.returncode == 3, cli.stderr
     assert json.loads(cli.stdout)["runner"] == "local"
-    suffix = tiny.spec.table_suffix
-    got, want = rows(app, suffix), rows(VideoStore(str(tmp_path / "cli")), suffix)
+    got, want = rows(app, tiny.spec), rows(VideoStore(str(tmp_path / "cli")), tiny.spec)
     for name in ("videos", "segments"):
         assert all(r["tags"] == ["holiday", "2026"] for r in got[name].values())
         for r in got[name].values():
             r["tags"] = []
     assert_same_rows(got, want)
     assert [f["path"] for f in app.failures()] == [f["path"] for f in VideoStore(str(tmp_path / "cli")).failures()]
-    assert app.has_vector_index(suffix) == VideoStore(str(tmp_path / "cli")).has_vector_index(suffix)
+    assert app.model(tiny.spec).has_vector_index() == VideoStore(str(tmp_path / "cli")).model(tiny.spec).has_vector_index()
     again = index_sequential(app, tiny, paths, IndexConfig())
     assert (again.indexed, again.skipped) == (0, 4)
 

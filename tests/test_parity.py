@@ -114,11 +114,11 @@ def test_both_runners_store_identical_rows_and_the_same_index_state(tmp_path, sm
         assert json.loads(result.stdout)["runner"] == runner
         stores[runner] = VideoStore(str(tmp_path / runner))
     local, ray = stores["local"], stores["ray"]
-    (model,) = local.models()
-    suffix = model["suffix"]
+    (model,) = local.archive_models()
+    local_tables, ray_tables = local.model(model), ray.model(model)
     for name, key in (("videos", "video_id"), ("segments", "segment_id"), ("frames", "frame_id")):
-        got = {r[key]: r for r in getattr(local, f"{name}_table")(suffix).to_arrow().to_pylist()}
-        want = {r[key]: r for r in getattr(ray, f"{name}_table")(suffix).to_arrow().to_pylist()}
+        got = {r[key]: r for r in getattr(local_tables, name)().to_arrow().to_pylist()}
+        want = {r[key]: r for r in getattr(ray_tables, name)().to_arrow().to_pylist()}
         assert got.keys() == want.keys() and len(got) >= 3, name
         for k, row in got.items():
             assert np.allclose(row["vector"], want[k]["vector"], atol=1e-5), (name, k)
@@ -126,6 +126,46 @@ def test_both_runners_store_identical_rows_and_the_same_index_state(tmp_path, sm
                 {c: v for c, v in want[k].items() if c not in ("vector", "indexed_at")}, (name, k)
     assert [(f["path"], f["stage"], f["reason"]) for f in local.failures()] == \
         [(f["path"], f["stage"], f["reason"]) for f in ray.failures()]
-    assert local.has_vector_index(suffix) == ray.has_vector_index(suffix)
-    assert len(local.segments_table(suffix).to_lance().get_fragments()) == \
-        len(ray.segments_table(suffix).to_lance().get_fragments())  # both compacted the same way
+    assert local_tables.has_vector_index() == ray_tables.has_vector_index()
+    assert len(local_tables.segments().to_lance().get_fragments()) == \
+        len(ray_tables.segments().to_lance().get_fragments())  # both compacted the same way
+
+
+def test_an_upload_gets_the_same_rows_from_the_app_and_from_the_cli(tmp_path, small_archive):
+    """The app's "add to archive" (the upload copied into its uploads folder, then indexed), and the
+    copy indexed from the shell with ``--no-ray`` and with the default runner, give the same rows
+    (vectors within 1e-5, every other column equal but the commit time) and the same index state.
+    With the test above (default runner against the Ray job), the four ways to index a file agree."""
+    import json
+
+    from vidsift.app.app_config import AppConfig
+    from vidsift.app.service import VidsiftService
+    from vidsift.models.spec import resolve_spec
+    from vidsift.pipeline.store import VideoStore
+    from tests.conftest import run_cli
+
+    spec = resolve_spec("shapes-tiny")
+    service = VidsiftService(AppConfig(db=str(tmp_path / "app"), spec=spec, work_dir=str(tmp_path / "work")))
+    added = service.add_to_archive(str(small_archive / "a.mp4"), tags=[])
+    assert not added.already and added.frames > 0
+    stores = {"app": service.store}
+    for runner, extra in (("no-ray", ["--no-ray"]), ("local", [])):
+        result = run_cli("index", added.dest, "--db", tmp_path / runner, "--model", "shapes-tiny", "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["exit_status"] == 0
+        stores[runner] = VideoStore(str(tmp_path / runner))
+    tables = {name: store.model(spec) for name, store in stores.items()}
+    app = tables.pop("app")
+    for name, key in (("videos", "video_id"), ("segments", "segment_id"), ("frames", "frame_id")):
+        want = {r[key]: r for r in getattr(app, name)().to_arrow().to_pylist()}
+        assert len(want) >= 1, name
+        for runner, other in tables.items():
+            got = {r[key]: r for r in getattr(other, name)().to_arrow().to_pylist()}
+            assert got.keys() == want.keys(), (runner, name)
+            for k, row in got.items():
+                assert np.allclose(row["vector"], want[k]["vector"], atol=1e-5), (runner, name, k)
+                assert {c: v for c, v in row.items() if c not in ("vector", "indexed_at")} == \
+                    {c: v for c, v in want[k].items() if c not in ("vector", "indexed_at")}, (runner, name, k)
+            assert other.has_vector_index() == app.has_vector_index(), runner
+            assert len(other.segments().to_lance().get_fragments()) == \
+                len(app.segments().to_lance().get_fragments()), runner

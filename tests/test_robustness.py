@@ -5,17 +5,25 @@ its holder only."""
 from __future__ import annotations
 
 import re
+import signal
 import threading
 
 import numpy as np
 import pytest
 
+import vidsift.pipeline.decode as decode
 from vidsift.pipeline import interrupts
 from vidsift.pipeline.config import IndexConfig
 from vidsift.pipeline.decode import decode_video, plain_decoder_reason
 from vidsift.pipeline.errors import InputError, Interrupted, StoreBusyError, VideoError
 from vidsift.pipeline.frames import FrameTransform
-from vidsift.pipeline.store import SegmentRow, VideoRecord, VideoStore, check_filter
+from vidsift.pipeline.lock import writer_lock
+from vidsift.pipeline.search_request import SearchFilters
+from vidsift.pipeline.sources import discover, identify
+from vidsift.pipeline.model_store import ModelRef
+from vidsift.pipeline.records import SegmentRow, VideoRecord
+from vidsift.pipeline.sql_filters import check_filter
+from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video
 
 TRANSFORM = FrameTransform.from_preprocess_cfg({"size": 64, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
@@ -78,8 +86,6 @@ class _FlakyReader:
 
 @pytest.mark.parametrize("decord_does", ["raises its C++ text", "one frame", "2.5 s", "fails mid-way"])
 def test_whatever_decord_makes_of_a_truncated_file_the_answer_is_the_same(truncated_avi, monkeypatch, decord_does):
-    import vidsift.pipeline.decode as decode
-
     want = _outcome(truncated_avi)
 
     def fake_open(path, size=None):
@@ -109,8 +115,6 @@ def test_decoder_messages_become_words_without_codes_or_source_paths(raw, words)
 
 def test_files_that_are_no_video_fail_before_decord_sees_them(tmp_path, monkeypatch):
     """decord prints `ERROR opening` on stderr for these before raising: it is never asked."""
-    import vidsift.pipeline.decode as decode
-
     good = tmp_path / "good.mp4"
     make_video(good, fps=10, durations=(2.0,))
     data = good.read_bytes()
@@ -127,8 +131,6 @@ def test_files_that_are_no_video_fail_before_decord_sees_them(tmp_path, monkeypa
 def test_symbolic_links_that_lead_nowhere_are_listed_as_the_links_themselves(tmp_path):
     """`Path.resolve()` raised on a loop (Python 3.11), stopping the whole listing; a dangling
     link came back as its target's path. The app still lists with `discover`."""
-    from vidsift.pipeline.sources import discover, identify
-
     make_video(tmp_path / "real.mp4", fps=10, durations=(2.0,))
     (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
     (tmp_path / "b.mp4").symlink_to(tmp_path / "a.mp4")
@@ -157,6 +159,9 @@ def test_a_filter_that_is_not_one_expression_is_refused_before_lancedb(where, me
         check_filter(where)
 
 
+MODEL = ModelRef("m", "m")  # a model known by key and table suffix alone: the vectors are made here
+
+
 def _store_with_paths(tmp_path, paths: list[str], tags: list[list[str]]) -> VideoStore:
     """A store holding one 1-segment video per path (unit vectors, no decoding)."""
     store = VideoStore(str(tmp_path / "db"))
@@ -168,40 +173,35 @@ def _store_with_paths(tmp_path, paths: list[str], tags: list[list[str]]) -> Vide
         records.append(VideoRecord(video_id=f"id{i}", path=path, size_bytes=1, mtime_ns=1, duration=2.0, fps=10.0,
                                    width=8, height=8, n_frames=1, settings="{}", vector=vector, tags=tuple(tag),
                                    segments=[SegmentRow(0.0, 2.0, 1, b"", vector)]))
-    store.write_videos("m", "m", records, new_ids={r.video_id for r in records})
+    store.model(MODEL).write_videos(records, new_ids={r.video_id for r in records})
     return store
 
 
 def test_filters_are_whole_expressions_and_the_apps_filters_are_escaped(tmp_path):
-    from vidsift.app.service import VidsiftService
-
     paths = ["/v/it's/a.mp4", "/v/back\\slash/b.mp4", "/v/per%cent_/c.mp4", '/v/dq"uote/d.mp4', "/v/plain/e.mp4",
              "/v/ünï/f.mp4"]
     tags = [["it's"], ["back\\slash"], ["50%"], ['say "hi"'], ["x') OR (1=1"], ["ünï"]]
     store = _store_with_paths(tmp_path, paths, tags)
 
     def hits(where):
-        return sorted(r["path"] for r in store.search_segments("m", np.ones(8, np.float32), 10, where=where))
+        return sorted(r["path"] for r in store.model(MODEL).search_segments(np.ones(8, np.float32), 10, where=where))
 
     assert hits("path LIKE '%plain%'") == ["/v/plain/e.mp4"]
     for garbage in ("path LIKE '%plain%' garbage", "path LIKE '%plain%' AND", "1=1; DROP TABLE x"):
         with pytest.raises(InputError):
             hits(garbage)
 
-    class Service:  # what `VidsiftService._where` reads of itself with no duration limits
-        pass
     for folder, tag, want in [("it's", None, "/v/it's/a.mp4"), ("back\\slash", None, "/v/back\\slash/b.mp4"),
                               ("per%cent_", None, "/v/per%cent_/c.mp4"), ('dq"uote', None, '/v/dq"uote/d.mp4'),
                               (None, "x') OR (1=1", "/v/plain/e.mp4"), (None, "50%", "/v/per%cent_/c.mp4"),
                               ("ünï", "ünï", "/v/ünï/f.mp4"), ("' OR '1'='1", None, None)]:
-        where, _ = VidsiftService._where(Service(), [tag] if tag else [], folder or "", 0, 0)
+        # the app's filters with no duration limits: the videos' rows are never read
+        where, _ = SearchFilters(tags=(tag,) if tag else (), folder=folder or "").where(video_rows=None)
         assert hits(where) == ([want] if want else []), (folder, tag, where)
 
 
 # ---- signals and the lock ----------------------------------------------------------------------------
 def test_a_signal_during_a_write_waits_for_the_write_and_the_next_safe_point():
-    import signal
-
     previous = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
     interrupts.reset()
     interrupts.install()
@@ -228,8 +228,6 @@ def test_a_signal_during_a_write_waits_for_the_write_and_the_next_safe_point():
 
 
 def test_the_writer_lock_is_reentrant_for_its_thread_only(tmp_path):
-    from vidsift.pipeline.lock import writer_lock
-
     db = str(tmp_path / "db")
     outcome = []
     with writer_lock(db), writer_lock(db):
@@ -241,8 +239,6 @@ def test_the_writer_lock_is_reentrant_for_its_thread_only(tmp_path):
 
 
 def _try_lock(db: str) -> str:
-    from vidsift.pipeline.lock import writer_lock
-
     try:
         with writer_lock(db):
             return "held"

@@ -66,7 +66,7 @@ def test_scene_segments_follow_the_cuts_of_a_real_video(tmp_path, random_vit):
     config = IndexConfig(sampling=SamplingConfig(fps=2.0))
     index_sequential(store, random_vit, [str(path)], config)
     suffix = random_vit.spec.table_suffix
-    rows = sorted(store.segments_table(suffix).to_arrow().to_pylist(), key=lambda r: r["start"])
+    rows = sorted(store.model(random_vit.spec).segments().to_arrow().to_pylist(), key=lambda r: r["start"])
     truth = [(s["start"], s["end"]) for s in entry["scenes"]]
     assert len(rows) == 3
     for row, (start, end) in zip(rows, truth):
@@ -76,7 +76,7 @@ def test_scene_segments_follow_the_cuts_of_a_real_video(tmp_path, random_vit):
     unrefined = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(refine_cuts=False))
     other = VideoStore(str(tmp_path / "db2"))
     index_sequential(other, random_vit, [str(path)], unrefined)
-    mid = sorted(other.segments_table(suffix).to_arrow().to_pylist(), key=lambda r: r["start"])
+    mid = sorted(other.model(random_vit.spec).segments().to_arrow().to_pylist(), key=lambda r: r["start"])
     assert [r["start"] for r in mid] == pytest.approx([0.0, 3.74, 9.74], abs=0.011)  # midway between the sampled frames around each cut
 
     # Re-pool into fixed windows from the stored frames: the video file is not needed any more.
@@ -85,12 +85,12 @@ def test_scene_segments_follow_the_cuts_of_a_real_video(tmp_path, random_vit):
     with writer_held_by_another_process(tmp_path / "db"):
         with pytest.raises(StoreBusyError):
             resegment_store(store, random_vit.spec, SegmentConfig(mode="fixed", window_s=5.0))
-    assert store.segments_table(suffix).count_rows() == 3
+    assert store.model(random_vit.spec).segments().count_rows() == 3
     report = resegment_store(store, random_vit.spec, SegmentConfig(mode="fixed", window_s=5.0))
     assert (report.videos, report.segments) == (1, 3)
-    rows = sorted(store.segments_table(suffix).to_arrow().to_pylist(), key=lambda r: r["start"])
+    rows = sorted(store.model(random_vit.spec).segments().to_arrow().to_pylist(), key=lambda r: r["start"])
     assert [(r["start"], r["end"]) for r in rows] == [(0, 5), (5, 10), (10, 13)]
-    assert store.video_rows(suffix, ["n_segments"])[0]["n_segments"] == 3
+    assert store.model(random_vit.spec).video_rows(["n_segments"])[0]["n_segments"] == 3
     hits = search_vector(store, suffix, random_vit.encode_texts(["x"])[0], k=5)
     assert len(hits) == 3 and all(h.thumbnail[:2] == b"\xff\xd8" for h in hits)
 
@@ -100,6 +100,6 @@ def test_no_frames_option_keeps_no_frame_rows(tmp_path, random_vit):
     make_video(path, fps=10, durations=(2.0,))
     store = VideoStore(str(tmp_path / "db"))
     index_sequential(store, random_vit, [str(path)], IndexConfig(keep_frames=False))
-    assert store.frame_rows(random_vit.spec.table_suffix, ["anything"]) == []
+    assert store.model(random_vit.spec).frame_rows(["anything"]) == []
     report = resegment_store(store, random_vit.spec, SegmentConfig(mode="fixed"))
     assert report.videos == 0 and report.without_frames == [str(path)]

@@ -22,12 +22,12 @@ CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mo
 def run_staged(store: VideoStore, encoder, inputs, config=CONFIG) -> JobReport:
     """What ``workers.job`` does, with the per-video task called in this process."""
     report = JobReport()
-    suffix = encoder.spec.table_suffix
-    known = store.indexed_files(suffix)
+    tables = store.model(encoder.spec)
+    known = tables.indexed_files()
     todo = plan_listing(list_inputs([str(p) for p in inputs]), known, report)
-    store.clear_orphans(suffix)
-    target = prepare_target(store, encoder.model_key, suffix, encoder.embed_dim)
-    writer = StagedWriter(store, suffix, target, report, known)
+    tables.clear_orphans()
+    target = prepare_target(tables, encoder.embed_dim)
+    writer = StagedWriter(tables, target, report, known)
     for item in todo:
         for message in process_video(item, encode_now(encoder), encoder.preprocess_cfg, config, target):
             if isinstance(message, StagedVideo):
@@ -39,8 +39,8 @@ def run_staged(store: VideoStore, encoder, inputs, config=CONFIG) -> JobReport:
 
 
 def rows(store: VideoStore, encoder, table="segments") -> dict:
-    suffix = encoder.spec.table_suffix
-    opened = {"segments": store.segments_table, "videos": store.videos_table, "frames": store.frames_table}[table](suffix)
+    tables = store.model(encoder.spec)
+    opened = {"segments": tables.segments, "videos": tables.videos, "frames": tables.frames}[table]()
     key = {"segments": "segment_id", "videos": "video_id", "frames": "frame_id"}[table]
     return {r[key]: r for r in opened.to_arrow().to_pylist()}
 
@@ -73,7 +73,7 @@ def test_reruns_skip_without_reading_and_a_touched_file_is_hashed_once(tmp_path,
     assert (touched.indexed, touched.skipped) == (0, 1)
     assert [v["mtime_ns"] for v in rows(store, random_vit, "videos").values()] == [1_000_000_000]
     report = JobReport()
-    assert plan_listing(list_inputs([str(path.parent)]), store.indexed_files(random_vit.spec.table_suffix),
+    assert plan_listing(list_inputs([str(path.parent)]), store.model(random_vit.spec).indexed_files(),
                         report) == []  # the next run does not even read it
 
 
@@ -100,8 +100,8 @@ def test_fragments_committed_without_their_video_rows_are_cleared_then_redone(tm
     path = tmp_path / "in" / "a.mp4"
     make_video(path, fps=10, durations=(2.0,))
     store = VideoStore(str(tmp_path / "db"))
-    suffix = random_vit.spec.table_suffix
-    target = prepare_target(store, random_vit.model_key, suffix, random_vit.embed_dim)
+    tables = store.model(random_vit.spec)
+    target = prepare_target(tables, random_vit.embed_dim)
     (item,) = plan_listing(list_inputs([str(path)]), {}, JobReport())
     *_, staged = process_video(item, encode_now(random_vit), random_vit.preprocess_cfg, CONFIG, target)
 
@@ -111,7 +111,7 @@ def test_fragments_committed_without_their_video_rows_are_cleared_then_redone(tm
     def crash(*args, **kwargs):
         raise Crash
 
-    committer = Committer(store, suffix, target)
+    committer = Committer(tables, target)
     committer._write_video_rows = crash  # the job dies between committing fragments and video rows
     with pytest.raises(Crash):
         committer.commit([staged], [])
@@ -119,6 +119,6 @@ def test_fragments_committed_without_their_video_rows_are_cleared_then_redone(tm
 
     report = run_staged(store, random_vit, [path])
     assert report.indexed == 1
-    segments = store.segments_table(suffix).to_arrow()
+    segments = tables.segments().to_arrow()
     assert segments.num_rows == len(set(segments.column("segment_id").to_pylist())) > 0  # no duplicates
     assert set(segments.column("video_id").to_pylist()) == set(rows(store, random_vit, "videos"))

@@ -6,17 +6,19 @@ import pytest
 
 from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
 from vidsift.pipeline.indexing import index_sequential
+from vidsift.pipeline.model_store import ModelRef
 from vidsift.pipeline.search import search_vector
 from vidsift.pipeline.sources import discover
 from vidsift.pipeline.store import VideoStore
 from tests.conftest import make_video, writer_held_by_another_process
 
+MT = ModelRef("m", "t")
 CONFIG = IndexConfig(sampling=SamplingConfig(fps=2.0), segments=SegmentConfig(mode="fixed", window_s=2.0))
 
 
 def _counts(store, encoder):
-    suffix = encoder.spec.table_suffix
-    return store.videos_table(suffix).count_rows(), store.segments_table(suffix).count_rows()
+    tables = store.model(encoder.spec)
+    return tables.videos().count_rows(), tables.segments().count_rows()
 
 
 def test_reindex_is_idempotent_and_adds_new_files(tmp_path, random_vit, small_archive):
@@ -44,14 +46,14 @@ def test_file_changed_in_place_replaces_its_rows(tmp_path, random_vit):
     make_video(path, fps=24, durations=(6.0,))
     store = VideoStore(str(tmp_path / "db"))
     index_sequential(store, random_vit, [str(path)], CONFIG)
-    suffix = random_vit.spec.table_suffix
-    old_id = store.videos_table(suffix).to_arrow().column("video_id")[0].as_py()
+    tables = store.model(random_vit.spec)
+    old_id = tables.videos().to_arrow().column("video_id")[0].as_py()
     assert _counts(store, random_vit) == (1, 3)
 
     make_video(path, fps=24, durations=(3.0,), pairs=[("green", "triangle")])  # overwrite, shorter
     report = index_sequential(store, random_vit, [str(path)], CONFIG)
     assert report.indexed == 1
-    rows = store.segments_table(suffix).to_arrow().to_pylist()
+    rows = tables.segments().to_arrow().to_pylist()
     assert _counts(store, random_vit) == (1, 2)
     assert {r["video_id"] for r in rows} != {old_id}
     assert max(r["end"] for r in rows) == pytest.approx(3.0)
@@ -62,14 +64,14 @@ def test_a_file_that_breaks_keeps_its_previous_rows_and_records_the_failure(tmp_
     make_video(path, fps=24, durations=(4.0,))
     store = VideoStore(str(tmp_path / "db"))
     index_sequential(store, random_vit, [str(path)], CONFIG)
-    before = store.segments_table(random_vit.spec.table_suffix).to_arrow().to_pylist()
+    before = store.model(random_vit.spec).segments().to_arrow().to_pylist()
 
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])  # truncated in place
     report = index_sequential(store, random_vit, [str(path)], CONFIG)
     assert report.indexed == 0 and len(report.failures) == 1
     assert report.failures[0].path == str(path)
-    after = store.segments_table(random_vit.spec.table_suffix).to_arrow().to_pylist()
+    after = store.model(random_vit.spec).segments().to_arrow().to_pylist()
     assert [r["segment_id"] for r in after] == [r["segment_id"] for r in before]
     assert store.failures()[0]["path"] == str(path)
 
@@ -122,7 +124,7 @@ def test_search_per_video_and_filters(tmp_path, random_vit, small_archive):
 @pytest.mark.parametrize("kind", ["ivf_sq", "ivf_pq"])
 def test_ann_index_is_built_and_searched(tmp_path, kind):
     """Plumbing of `--build-index`: an ANN index over the segments (IVF_SQ by default), used unless --exact."""
-    from vidsift.pipeline.store import VectorIndexConfig
+    from vidsift.pipeline.ann_index import VectorIndexConfig
 
     rng = np.random.default_rng(0)
     store = VideoStore(str(tmp_path / "db"), vector_index=VectorIndexConfig(kind=kind))
@@ -132,11 +134,12 @@ def test_ann_index_is_built_and_searched(tmp_path, kind):
     rows = [{"segment_id": f"v{i}:00000", "video_id": f"v{i}", "path": f"/a/v{i}.mp4", "segment_index": 0,
              "start": 0.0, "end": 10.0, "n_frames": 10, "starts_scene": True, "model": "m", "tags": [],
              "thumbnail": b"", "vector": v.tolist()} for i, v in enumerate(vectors)]
-    store.replace_segments("t", 64, rows, "false")
-    assert not store.has_vector_index("t")
-    assert f"{kind.upper()} index built: 600 segments" in store.build_vector_index("t")
-    assert store.has_vector_index("t")
-    indexed = {column for idx in store.segments_table("t").list_indices() for column in idx.columns}
+    tables = store.model(MT)
+    tables.replace_segments(64, rows, "false")
+    assert not tables.has_vector_index()
+    assert f"{kind.upper()} index built: 600 segments" in tables.build_vector_index()
+    assert tables.has_vector_index()
+    indexed = {column for idx in tables.segments().list_indices() for column in idx.columns}
     assert {"vector", "path", "video_id"} <= indexed  # B-trees for the prefilters of filtered search
     query = vectors[17]
     ann = search_vector(store, "t", query, k=5)
@@ -158,7 +161,7 @@ def test_fast_arrow_conversion_equals_the_row_by_row_reference():
     ``pyarrow.Table.from_pylist`` makes from plain lists (the reference path)."""
     import pyarrow as pa
 
-    from vidsift.pipeline.store import frames_schema, to_arrow
+    from vidsift.pipeline.records import frames_schema, to_arrow
 
     rng = np.random.default_rng(0)
     rows = [{"frame_id": f"v:{i}", "video_id": "v", "frame_index": i, "time": i * 0.5, "thumbnail": b"jpg",
@@ -169,7 +172,7 @@ def test_fast_arrow_conversion_equals_the_row_by_row_reference():
 
 
 def _record(video_id: str, path: str, n_segments: int, rng, dim: int = 8):
-    from vidsift.pipeline.store import FrameRows, SegmentRow, VideoRecord
+    from vidsift.pipeline.records import FrameRows, SegmentRow, VideoRecord
 
     unit = lambda: (v := rng.normal(size=dim).astype(np.float32)) / np.linalg.norm(v)  # noqa: E731
     return VideoRecord(
@@ -181,8 +184,9 @@ def _record(video_id: str, path: str, n_segments: int, rng, dim: int = 8):
                          [b"jpg"] * (2 * n_segments)))
 
 
-def _rows(store, suffix):
-    tables = (store.videos_table(suffix), store.segments_table(suffix), store.frames_table(suffix))
+def _rows(store):
+    model = store.model(MT)
+    tables = (model.videos(), model.segments(), model.frames())
     return [sorted(t.to_arrow().drop_columns(["indexed_at"] if "indexed_at" in t.schema.names else [])
                    .to_pylist(), key=lambda r: str(list(r.values())[0])) for t in tables]
 
@@ -195,16 +199,16 @@ def test_appending_new_videos_stores_what_merging_them_stores(tmp_path):
                 for i in range(4)] for b in range(3)]
     merged, appended = VideoStore(str(tmp_path / "merged")), VideoStore(str(tmp_path / "appended"))
     for batch in batches:
-        merged.write_videos("m", "t", batch)
-        appended.write_videos("m", "t", batch, new_ids={r.video_id for r in batch})
-    assert _rows(appended, "t") == _rows(merged, "t")
-    assert [len(rows) for rows in _rows(appended, "t")] == [12, 21, 42]
+        merged.model(MT).write_videos(batch)
+        appended.model(MT).write_videos(batch, new_ids={r.video_id for r in batch})
+    assert _rows(appended) == _rows(merged)
+    assert [len(rows) for rows in _rows(appended)] == [12, 21, 42]
 
     changed = _record("v1x", "/a/v11.mp4", 1, np.random.default_rng(99))  # same path, new content
-    appended.write_videos("m", "t", [changed], new_ids=set())
-    merged.write_videos("m", "t", [changed])
-    assert _rows(appended, "t") == _rows(merged, "t")
-    videos, segments, frames = _rows(appended, "t")
+    appended.model(MT).write_videos([changed], new_ids=set())
+    merged.model(MT).write_videos([changed])
+    assert _rows(appended) == _rows(merged)
+    videos, segments, frames = _rows(appended)
     assert "v11" not in {r["video_id"] for r in videos + segments + frames}
     assert [len(rows) for rows in (videos, segments, frames)] == [12, 20, 40]
 
@@ -215,18 +219,18 @@ def test_rows_left_by_a_crashed_run_are_cleared_before_new_videos_are_appended(t
     store = VideoStore(str(tmp_path / "db"))
     paths = discover([str(small_archive)])
     index_sequential(store, random_vit, paths, CONFIG)
-    suffix = random_vit.spec.table_suffix
+    tables = store.model(random_vit.spec)
     reference = _counts(store, random_vit)
-    segments = store.segments_table(suffix)
+    segments = tables.segments()
     crashed = [r for r in segments.to_arrow().to_pylist() if r["path"] == paths[0]]
-    store.videos_table(suffix).delete(f"path = '{paths[0]}'")  # as if the video commit never happened
+    tables.videos().delete(f"path = '{paths[0]}'")  # as if the video commit never happened
     assert segments.count_rows(f"path = '{paths[0]}'") == len(crashed) > 0
 
     report = index_sequential(store, random_vit, paths, CONFIG)
     assert (report.indexed, report.skipped) == (1, 2)
     assert _counts(store, random_vit) == reference
-    assert len({r["segment_id"] for r in store.segments_table(suffix).to_arrow().to_pylist()}) == reference[1]
-    frames = store.frames_table(suffix).to_arrow().to_pylist()
+    assert len({r["segment_id"] for r in tables.segments().to_arrow().to_pylist()}) == reference[1]
+    frames = tables.frames().to_arrow().to_pylist()
     assert len({r["frame_id"] for r in frames}) == len(frames)
 
 
@@ -241,7 +245,7 @@ def test_a_second_indexing_job_on_the_same_database_is_refused_clearly(tmp_path,
     with writer_held_by_another_process(tmp_path / "db"):
         with pytest.raises(StoreBusyError, match=r"another vidsift indexing job \(pid \d+"):
             index_sequential(store, random_vit, paths, CONFIG)
-        assert store.videos_table(random_vit.spec.table_suffix) is None
+        assert store.model(random_vit.spec).videos() is None
     report = index_sequential(store, random_vit, paths, CONFIG)
     assert report.indexed == 3
     assert all(name.endswith(suffix) or name in ("models", "failures")
@@ -270,12 +274,12 @@ def test_the_archive_records_how_to_load_each_model_and_one_default(tmp_path):
     rng = np.random.default_rng(0)
     store = VideoStore(str(tmp_path / "db"))
     tag = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
-    store.write_videos(tag.key, tag.table_suffix, [_record("a", "/v/a.mp4", 2, rng)])
+    store.model(tag).write_videos([_record("a", "/v/a.mp4", 2, rng)])
     checkpoint = tmp_path / "weights.pt"
     checkpoint.write_bytes(b"fine-tuned weights")
     tuned = ModelSpec("ViT-S-32", str(checkpoint))
     store.remember_spec(tuned)  # what `index --pretrained PATH` tells the store before writing
-    store.write_videos(tuned.key, tuned.table_suffix, [_record("a", "/v/a.mp4", 3, rng, dim=4)])
+    store.model(tuned).write_videos([_record("a", "/v/a.mp4", 3, rng, dim=4)])
 
     reader = VideoStore(str(tmp_path / "db"))  # another process: what is on disk
     first, second = reader.archive_models()
@@ -305,7 +309,7 @@ def test_an_archive_from_before_defaults_opens_and_gets_one_on_its_next_write(tm
     db = tmp_path / "db"
     store = VideoStore(str(db))
     old = ModelSpec("shapes-tiny", "none")
-    store.write_videos(old.key, old.table_suffix, [_record("a", "/v/a.mp4", 2, rng)])
+    store.model(old).write_videos([_record("a", "/v/a.mp4", 2, rng)])
     _old_style(db)
 
     reader = VideoStore(str(db))
@@ -316,7 +320,7 @@ def test_an_archive_from_before_defaults_opens_and_gets_one_on_its_next_write(tm
     assert reader.summary()[0]["default"] is True
 
     new = ModelSpec("ViT-B-32", "none")  # a second model: the one the archive had stays the default
-    VideoStore(str(db)).write_videos(new.key, new.table_suffix, [_record("a", "/v/a.mp4", 1, rng, dim=4)])
+    VideoStore(str(db)).model(new).write_videos([_record("a", "/v/a.mp4", 1, rng, dim=4)])
     assert [(m.key, m.is_default) for m in reader.archive_models()] == [(old.key, True), (new.key, False)]
 
     _old_style(db)  # two models and no default: a command must be told which
@@ -332,8 +336,7 @@ def test_a_checkpoint_path_an_old_archive_never_recorded_is_asked_for_then_learn
     checkpoint = tmp_path / "tuned.safetensors"
     checkpoint.write_bytes(b"weights")
     spec = ModelSpec("ViT-S-32", str(checkpoint))
-    VideoStore(str(db)).write_videos(spec.key, spec.table_suffix,
-                                     [_record("a", "/v/a.mp4", 1, np.random.default_rng(2))])
+    VideoStore(str(db)).model(spec).write_videos([_record("a", "/v/a.mp4", 1, np.random.default_rng(2))])
     _old_style(db)
     (model,) = VideoStore(str(db)).archive_models()
     assert model.pretrained is None
@@ -341,6 +344,6 @@ def test_a_checkpoint_path_an_old_archive_never_recorded_is_asked_for_then_learn
         model.spec()
     writer = VideoStore(str(db))
     writer.remember_spec(spec)  # the user gave --pretrained PATH to index again
-    writer.write_videos(spec.key, spec.table_suffix, [_record("b", "/v/b.mp4", 1, np.random.default_rng(3))])
+    writer.model(spec).write_videos([_record("b", "/v/b.mp4", 1, np.random.default_rng(3))])
     (model,) = VideoStore(str(db)).archive_models()
     assert model.pretrained == str(checkpoint) and model.spec().key == spec.key

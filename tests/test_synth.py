@@ -1,4 +1,5 @@
-"""Tests for the shapes-world renderer (pipeline/synth.py) and vocabulary (pipeline/shapes_world.py).
+"""Tests for the shapes-world renderer (pipeline/shapes/: spec, draw, encode, archive, manifest) and
+vocabulary (pipeline/shapes/world.py).
 
 The semantic tests and benchmarks of vidsift trust the manifest as ground truth, so these tests
 check the manifest against what a real decoder (decord) sees: size, fps, frame count, duration
@@ -21,10 +22,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the project is not pip-installed in every checkout
     sys.path.insert(0, str(REPO))
 
-# pipeline.synth must be imported before decord (see the module's note on libvpx); the
-# subprocess test below checks that the opposite order still works.
-from vidsift.pipeline import synth
-from vidsift.pipeline.shapes_world import (
+# shapes.encode loads PyAV before decord (see pipeline/video_libs.py on libvpx); the subprocess
+# test below checks that the opposite order still works.
+from vidsift.pipeline.shapes import encode
+from vidsift.pipeline.shapes import archive, draw, manifest, spec
+from vidsift.pipeline.errors import InputError
+from vidsift.pipeline.shapes.world import (
     BACKGROUNDS,
     COLOURS,
     HELDOUT,
@@ -35,7 +38,7 @@ from vidsift.pipeline.shapes_world import (
     label,
     parse_label,
 )
-from vidsift.pipeline.synth import SceneSpec, VideoSpec
+from vidsift.pipeline.shapes.spec import SceneSpec, VideoSpec
 
 import decord  # noqa: E402
 
@@ -81,14 +84,14 @@ def _area(shape: str, r: float) -> float:
         "circle": math.pi * r * r,
         "square": 2 * r * r,
         "triangle": 3 * math.sqrt(3) / 4 * r * r,
-        "star": 5 * r * (synth.STAR_INNER_RATIO * r) * math.sin(math.pi / 5),
+        "star": 5 * r * (draw.STAR_INNER_RATIO * r) * math.sin(math.pi / 5),
     }[shape]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_render_frame_shape_area_and_flat_colour(shape):
     video = VideoSpec([SceneSpec("purple", shape, 2.0, size_frac=0.45, rotation0=0.7)], 640, 480, 24)
-    frame = synth.render_frame(video, video.scenes[0], 0.0)
+    frame = draw.render_frame(video, video.scenes[0], 0.0)
     colour = np.array(COLOURS["purple"], dtype=np.uint8)
     obj = np.all(frame == colour, axis=-1)
     assert np.all(frame[~obj] == 0)  # black, no noise
@@ -98,8 +101,8 @@ def test_render_frame_shape_area_and_flat_colour(shape):
 
 def test_noise_is_bounded_and_background_only():
     video = VideoSpec([SceneSpec("white", "square", 2.0)], 320, 240, 24, background="gray", noise_std=8)
-    frame = synth.render_frame(video, video.scenes[0], 0.5, np.random.default_rng(0)).astype(float)
-    mask = synth.object_mask(video, video.scenes[0], 0.5)
+    frame = draw.render_frame(video, video.scenes[0], 0.5, np.random.default_rng(0)).astype(float)
+    mask = draw.object_mask(video, video.scenes[0], 0.5)
     assert np.all(frame[mask] == COLOURS["white"])
     bg = frame[~mask]
     assert abs(bg.mean() - 128) < 0.5 and 7.0 < bg.std() < 9.0
@@ -109,13 +112,13 @@ def test_object_fully_inside_frame():
     """Random specs at sampled times (incl. long after many bounces): nothing touches the edge."""
     rng = np.random.default_rng(7)
     for _ in range(40):
-        video = synth.random_video_spec(rng)
+        video = archive.random_video_spec(rng)
         for scene in video.scenes:
             r = scene.size_frac * video.height / 2
             for t in np.linspace(0, scene.duration_s, 7):
-                cx, cy, _ = synth.object_pose(video, scene, float(t))
+                cx, cy, _ = draw.object_pose(video, scene, float(t))
                 assert r <= cx <= video.width - r and r <= cy <= video.height - r
-            mask = synth.object_mask(video, scene, scene.duration_s * 0.37)
+            mask = draw.object_mask(video, scene, scene.duration_s * 0.37)
             edges = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
             assert not edges.any()
             assert mask.sum() == pytest.approx(_area(scene.shape, r), rel=0.12)
@@ -125,7 +128,7 @@ def test_motion_is_continuous_and_bounded_in_speed():
     scene = SceneSpec("red", "circle", 15.0, size_frac=0.2, vx=0.3, vy=-0.4)
     video = VideoSpec([scene], 320, 240, 30)
     ts = np.arange(0, 15, 1 / 30)
-    pos = np.array([synth.object_pose(video, scene, float(t))[:2] for t in ts])
+    pos = np.array([draw.object_pose(video, scene, float(t))[:2] for t in ts])
     step = np.hypot(*np.diff(pos, axis=0).T)
     assert step.max() <= 0.5 * 320 / 30 + 1e-6  # never faster than |v|
     assert np.ptp(pos[:, 0]) > 100 and np.ptp(pos[:, 1]) > 100  # it really bounces around
@@ -159,14 +162,14 @@ def _check_decoded(path: Path, entry: dict, video: VideoSpec) -> None:
     assert vr.get_frame_timestamp(n - 1)[1] == pytest.approx(entry["duration"], abs=2e-3)
     mids = [round((s["start"] + s["end"]) / 2 * entry["fps"]) for s in entry["scenes"]]
     frames = vr.get_batch(mids).asnumpy()
-    for spec, scene, frame in zip(video.scenes, entry["scenes"], frames):
+    for drawn, scene, frame in zip(video.scenes, entry["scenes"], frames):
         mean, count = _object_mean(frame, entry["background"])
-        expected = _area(spec.shape, spec.size_frac * video.height / 2)
+        expected = _area(drawn.shape, drawn.size_frac * video.height / 2)
         assert 0.7 * expected < count < 1.3 * expected, (scene, count, expected)
         assert np.all(np.abs(mean - COLOURS[scene["colour"]]) < 30), (scene, mean)
 
 
-@pytest.mark.parametrize("container", list(synth.CONTAINERS))
+@pytest.mark.parametrize("container", list(spec.CONTAINERS))
 @pytest.mark.parametrize("fps", [10, 24, 25, 30, 60, Fraction(30000, 1001)], ids=str)
 def test_render_video_decodes_as_manifest_says(tmp_path, container, fps):
     noisy = fps in (25, 60)
@@ -180,7 +183,7 @@ def test_render_video_decodes_as_manifest_says(tmp_path, container, fps):
         8.0 if noisy else 0.0,
     )
     path = tmp_path / f"v.{container}"
-    entry = synth.render_video(path, video, seed=1)
+    entry = encode.render_video(path, video, seed=1)
     assert entry["path"] == str(path) and entry["container"] == container
     assert [s["label"] for s in entry["scenes"]] == [s.label for s in video.scenes]
     assert entry["scenes"][0]["start"] == 0.0
@@ -192,8 +195,8 @@ def test_render_video_decodes_as_manifest_says(tmp_path, container, fps):
 
 def test_scene_starts_on_frame_grid():
     video = VideoSpec([SceneSpec("red", "circle", 2.03), SceneSpec("blue", "star", 2.04)], 160, 120, 25)
-    assert synth.scene_frame_starts(video) == [0, round(2.03 * 25), round(4.07 * 25)]
-    entry = synth.manifest_entry("x.mp4", video)
+    assert spec.scene_frame_starts(video) == [0, round(2.03 * 25), round(4.07 * 25)]
+    entry = manifest.manifest_entry("x.mp4", video)
     assert entry["scenes"][1]["start"] == pytest.approx(51 / 25)
     assert entry["n_frames"] == 102 and entry["duration"] == pytest.approx(102 / 25)
 
@@ -202,8 +205,8 @@ def test_decoded_frames_match_rendered_frames(tmp_path):
     """Random access in decord returns exactly the frame the renderer drew at that index."""
     video = VideoSpec(SCENES, 160, 120, 15, "avi", "gray", 3.0)
     path = tmp_path / "v.avi"
-    synth.render_video(path, video, seed=5)
-    rendered = list(synth._iter_frames(video, 5))
+    encode.render_video(path, video, seed=5)
+    rendered = list(draw.iter_frames(video, 5))
     vr = decord.VideoReader(str(path))
     for i in [70, 3, 50, 31, 0, 95, 29]:
         decoded = vr[i].asnumpy().astype(float)
@@ -215,7 +218,8 @@ def test_webm_works_when_decord_was_imported_first(tmp_path):
     """decord's libvpx shadows PyAV's if decord loads first; render_video must still work."""
     code = (
         "import decord, sys\n"
-        "from vidsift.pipeline.synth import SceneSpec, VideoSpec, render_video, _vp9_encoder_usable\n"
+        "from vidsift.pipeline.shapes.spec import SceneSpec, VideoSpec\n"
+        "from vidsift.pipeline.shapes.encode import render_video, _vp9_encoder_usable\n"
         "v = VideoSpec([SceneSpec('green', 'star', 2.0)], 160, 120, 10, 'webm')\n"
         "e = render_video(sys.argv[1], v)\n"
         "vr = decord.VideoReader(sys.argv[1])\n"
@@ -233,7 +237,7 @@ def test_webm_works_when_decord_was_imported_first(tmp_path):
     assert int(n_decoded) == int(n_frames) == 20
     # whichever path the child took (fallback subprocess or not), the bytes are the same
     video = VideoSpec([SceneSpec("green", "star", 2.0)], 160, 120, 10, "webm")
-    synth.render_video(tmp_path / "here.webm", video)
+    encode.render_video(tmp_path / "here.webm", video)
     assert (tmp_path / "here.webm").read_bytes() == (tmp_path / "v.webm").read_bytes()
 
 
@@ -242,11 +246,11 @@ def test_webm_works_when_decord_was_imported_first(tmp_path):
 
 def test_random_specs_cover_the_spec_range():
     rng = np.random.default_rng(0)
-    specs = [synth.random_video_spec(rng) for _ in range(400)]
-    assert {v.container for v in specs} == set(synth.CONTAINERS)
+    specs = [archive.random_video_spec(rng) for _ in range(400)]
+    assert {v.container for v in specs} == set(spec.CONTAINERS)
     assert {v.background for v in specs} == set(BACKGROUNDS)
     assert {len(v.scenes) for v in specs} == {1, 2, 3, 4}
-    assert {float(synth.fps_fraction(v.fps)) for v in specs} >= {10.0, 24.0, 25.0, 30.0, 60.0, 30000 / 1001}
+    assert {float(spec.fps_fraction(v.fps)) for v in specs} >= {10.0, 24.0, 25.0, 30.0, 60.0, 30000 / 1001}
     scenes = [s for v in specs for s in v.scenes]
     assert {(s.colour, s.shape) for s in scenes} == {(c, s) for c in COLOURS for s in SHAPES}
     assert min(s.duration_s for s in scenes) < 2.5 and max(s.duration_s for s in scenes) > 14
@@ -256,19 +260,19 @@ def test_random_specs_cover_the_spec_range():
         for a, b in zip(v.scenes, v.scenes[1:]):
             assert a.label != b.label
         for s in v.scenes:
-            n = s.duration_s * synth.fps_fraction(v.fps)
+            n = s.duration_s * spec.fps_fraction(v.fps)
             assert abs(n - round(n)) < 1e-6  # whole frames
 
 
 def test_heldout_flags():
     rng = np.random.default_rng(1)
     for _ in range(200):
-        train = synth.random_video_spec(rng, exclude_heldout=True)
+        train = archive.random_video_spec(rng, exclude_heldout=True)
         assert not any(is_heldout(s.colour, s.shape) for s in train.scenes)
-        zero = synth.random_video_spec(rng, only_heldout=True)
+        zero = archive.random_video_spec(rng, only_heldout=True)
         assert all(is_heldout(s.colour, s.shape) for s in zero.scenes)
     with pytest.raises(ValueError):
-        synth.random_video_spec(rng, exclude_heldout=True, only_heldout=True)
+        archive.random_video_spec(rng, exclude_heldout=True, only_heldout=True)
 
 
 def test_spec_validation():
@@ -287,11 +291,11 @@ def test_spec_validation():
         VideoSpec([ok], 320, 240, fps=5)
     with pytest.raises(ValueError):
         VideoSpec([ok], container="mov")
-    assert synth.fps_fraction(29.97) == Fraction(30000, 1001)
+    assert spec.fps_fraction(29.97) == Fraction(30000, 1001)
 
 
 def _synth(out: Path, seed: int, **kw) -> dict:
-    return synth.synthesize_archive(out, 4, seed, n_scenes=2, scene_len=(2, 3), max_size=320, **kw)
+    return archive.synthesize_archive(out, 4, seed, n_scenes=2, scene_len=(2, 3), max_size=320, **kw)
 
 
 def test_synthesize_archive_is_deterministic(tmp_path):
@@ -314,9 +318,31 @@ def test_synthesize_archive_is_deterministic(tmp_path):
 
 
 def test_synthesize_archive_heldout_only(tmp_path):
-    m = synth.synthesize_archive(
+    m = archive.synthesize_archive(
         tmp_path, 2, 3, only_heldout=True, scene_len=(2, 2.5), max_size=214, formats=("mkv",)
     )
     assert all(v["container"] == "mkv" for v in m["videos"])
     assert all(is_heldout(s["colour"], s["shape"]) for v in m["videos"] for s in v["scenes"])
     assert all((tmp_path / v["path"]).is_file() for v in m["videos"])
+
+
+def test_manifest_is_read_in_one_place_with_a_clear_error(tmp_path):
+    made = archive.synthesize_archive(tmp_path / "a", 2, 4, n_scenes=2, scene_len=(2, 2.5), max_size=214,
+                                      formats=("mp4",))
+    for source in (tmp_path / "a", tmp_path / "a" / "manifest.json"):
+        root, read = manifest.read_manifest(source)
+        assert root == tmp_path / "a" and read == made
+    _, videos = manifest.load_manifest(tmp_path / "a")
+    assert [v["abspath"] for v in videos] == [str((tmp_path / "a" / v["path"]).resolve()) for v in made["videos"]]
+    scenes = manifest.manifest_scenes(tmp_path / "a")
+    assert len(scenes) == 4 and scenes[1]["path"] == videos[0]["abspath"]
+    assert (scenes[1]["start"], scenes[1]["end"]) == (made["videos"][0]["scenes"][1]["start"],
+                                                      made["videos"][0]["scenes"][1]["end"])
+    with pytest.raises(InputError, match="No shapes-world manifest at"):
+        manifest.read_manifest(tmp_path / "missing")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="bad.json is not a shapes-world manifest"):
+        manifest.read_manifest(tmp_path / "bad.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(InputError, match="broken.json is not a readable manifest"):
+        manifest.read_manifest(tmp_path / "broken.json")

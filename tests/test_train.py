@@ -1,4 +1,5 @@
-"""Tests of the contrastive trainer (models/train.py), its data (pipeline/training_data.py) and the
+"""Tests of the contrastive trainer (models/train.py), its data (pipeline/training_data.py,
+pipeline/shapes/training_data.py) and the
 bundled shapes-tiny weights it produced (scripts/train_shapes_tiny.py).
 
 The last test is the semantic one: freshly rendered shapes-world videos, decoded and preprocessed
@@ -11,12 +12,24 @@ import json
 import math
 
 import numpy as np
+import open_clip
 import pytest
 import torch
+from open_clip import ClipLoss
+from PIL import Image
+from safetensors.torch import load_file
 
-# pipeline.synth must be imported before decord (see its module notes on libvpx).
-from vidsift.pipeline import synth
-from vidsift.pipeline.shapes_world import HELDOUT, all_labels, caption_variants, label
+# shapes.archive loads PyAV before decord (see pipeline/video_libs.py on libvpx).
+from vidsift.pipeline.shapes.archive import synthesize_archive
+from vidsift.pipeline.shapes.draw import render_frame
+from vidsift.pipeline.shapes.manifest import manifest_scenes
+from vidsift.pipeline.shapes.spec import SceneSpec, VideoSpec
+from vidsift.pipeline.shapes.training_data import ShapesWorldFrames, load_training_set, shapes_val_set
+from vidsift.pipeline.shapes.world import HELDOUT, all_labels, caption_variants, label
+from vidsift.pipeline.classify import ZeroShotClassifier
+from vidsift.pipeline.frames import FrameTransform
+from vidsift.pipeline.training_data import CaptionCSVFrames, decode_at, scene_times
+from vidsift.models.encoder import ClipEncoder
 from vidsift.models.registry import bundled
 from vidsift.models.spec import ModelSpec
 from vidsift.models.train import (
@@ -31,6 +44,7 @@ from vidsift.models.train import (
     make_optimizer,
     train,
 )
+from tests.conftest import run_cli
 
 SEEN = [("red", "circle"), ("red", "star"), ("blue", "square"), ("green", "triangle"),
         ("white", "circle"), ("yellow", "star"), ("orange", "square"), ("purple", "triangle")]
@@ -46,11 +60,11 @@ def _few_threads():
 
 def _frame(colour: str, shape: str, k: int, size=(160, 120)) -> np.ndarray:
     rng = np.random.default_rng(k)
-    scene = synth.SceneSpec(colour, shape, 2.0, size_frac=float(rng.uniform(0.25, 0.45)),
+    scene = SceneSpec(colour, shape, 2.0, size_frac=float(rng.uniform(0.25, 0.45)),
                             x0=float(rng.uniform(0.2, 0.8)), y0=float(rng.uniform(0.2, 0.8)),
                             rotation0=float(rng.uniform(0, 6.28)))
-    video = synth.VideoSpec([scene], width=size[0], height=size[1], background=("black", "gray")[k % 2])
-    return synth.render_frame(video, scene, 0.0)
+    video = VideoSpec([scene], width=size[0], height=size[1], background=("black", "gray")[k % 2])
+    return render_frame(video, scene, 0.0)
 
 
 class TinySet(torch.utils.data.Dataset):
@@ -83,8 +97,6 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
 
 def test_steps_decrease_loss(tmp_path):
     """Repeated steps on one batch: the loss is finite and falls (the model and loss are wired right)."""
-    from open_clip import ClipLoss
-
     cfg = _cfg(tmp_path)
     model, train_tf, _, tokenizer = build_model(cfg, torch.device("cpu"))
     optimizer = make_optimizer(model, cfg)
@@ -124,11 +136,6 @@ def test_schedule_and_sampler():
 def test_train_checkpoint_resume_export(tmp_path):
     """A run interrupted after epoch 1 and resumed ends bit-identical to an uninterrupted run; the
     export loads through open_clip and through vidsift's own loader."""
-    import open_clip
-    from safetensors.torch import load_file
-
-    from vidsift.models.encoder import ClipEncoder
-
     data, val = TinySet(), _tiny_val()
     full = train(_cfg(tmp_path), data, val)
     out = tmp_path / "run"
@@ -170,10 +177,8 @@ def test_evaluate_reports_splits():
 
 
 def test_training_data_from_archive_and_csv(tmp_path):
-    from vidsift.pipeline.training_data import (
-        CaptionCSVFrames, ShapesWorldFrames, load_training_set, scene_times, shapes_val_set)
 
-    manifest = synth.synthesize_archive(tmp_path / "a", 2, seed=5, n_scenes=2, scene_len=(2.0, 2.5),
+    manifest = synthesize_archive(tmp_path / "a", 2, seed=5, n_scenes=2, scene_len=(2.0, 2.5),
                                         fps_choices=(10,), formats=("mp4",), max_size=(320, 240))
     times = scene_times(2.0, 4.0, 4)
     assert times.min() >= 2.25 and times.max() <= 3.75
@@ -191,8 +196,6 @@ def test_training_data_from_archive_and_csv(tmp_path):
 
     video = manifest["videos"][0]["path"]
     image_path = tmp_path / "still.png"
-    from PIL import Image
-
     Image.fromarray(_frame("red", "star", 0)).save(image_path)
     csv_path = tmp_path / "captions.csv"
     csv_path.write_text(f"path,start,end,caption\na/{video},0.5,1.5,a thing\n{image_path},,,a red star\n")
@@ -208,12 +211,9 @@ BUNDLED = bundled("shapes-tiny")
 
 def test_bundled_weights_recognise_fresh_shapes(tmp_path):
     """Fresh renders (a seed never used in training) through the real decode + preprocessing path."""
-    from vidsift.models.encoder import ClipEncoder
-    from vidsift.pipeline.frames import FrameTransform
-    from vidsift.pipeline.training_data import decode_at, manifest_scenes
 
     assert BUNDLED.weights_path.stat().st_size < 30e6
-    synth.synthesize_archive(tmp_path / "fresh", 8, seed=424242, n_scenes=4, scene_len=(2.0, 2.5),
+    synthesize_archive(tmp_path / "fresh", 8, seed=424242, n_scenes=4, scene_len=(2.0, 2.5),
                              fps_choices=(10, 25), max_size=(640, 480))
     encoder = ClipEncoder.from_spec(ModelSpec("shapes-tiny", ""))
     transform = FrameTransform.from_preprocess_cfg(encoder.preprocess_cfg)
@@ -233,8 +233,6 @@ def test_bundled_weights_recognise_fresh_shapes(tmp_path):
     assert heldout.sum() >= 4 and float((predicted == truth)[heldout].mean()) >= 0.5
 
     # The app's zero-shot path (prompt-template ensemble) agrees.
-    from vidsift.pipeline.classify import ZeroShotClassifier
-
     ensemble = ZeroShotClassifier(encoder, labels).probabilities(encoder.encode_pixels(np.stack(pixels)))
     assert float((ensemble.argmax(1) == truth)[~heldout].mean()) >= 0.9
 
@@ -247,10 +245,6 @@ def test_bundled_weights_recognise_fresh_shapes(tmp_path):
 
 def test_train_command_writes_weights_that_index_and_search(tmp_path):
     """`vidsift synth` -> `vidsift train` -> `vidsift index/search --pretrained <weights>`, as a user runs it."""
-    import json
-
-    from tests.conftest import run_cli
-
     data = tmp_path / "shapes"
     assert run_cli("synth", data, "--videos", "3", "--seed", "5", "--max-size", "320", "--json").returncode == 0
     result = run_cli("train", data, "--out", tmp_path / "run", "--epochs", "1", "--batch-size", "8", "--json")

@@ -31,17 +31,20 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+from vidsift import models, pipeline, workers
 from vidsift.models.spec import ModelSpec
 from vidsift.pipeline import interrupts
 from vidsift.pipeline.config import IndexConfig
 from vidsift.pipeline.errors import InputError, Interrupted
 from vidsift.pipeline.indexing import JobReport, Probed, WorkItem, plan_listing
-from vidsift.pipeline.jobs import (Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail,
-                                  upkeep_ann_index)
+from vidsift.pipeline.jobs import Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail
 from vidsift.pipeline.storage import ListedFile, stat_input
 from vidsift.pipeline.store import VideoStore
 
@@ -88,8 +91,6 @@ def _code_for_workers() -> Path:
     """A copy of ``vidsift/`` (models, pipeline, workers) to ship to a cluster's workers: Ray's
     ``py_modules`` imports a folder by its own name, and the source folders are named ``pipeline``
     and so on, not ``vidsift.pipeline``."""
-    from vidsift import models, pipeline, workers
-
     code = Path(tempfile.mkdtemp(prefix="vidsift-code-")) / "vidsift"
     for package in (models, pipeline, workers):
         shutil.copytree(os.path.dirname(package.__file__), code / package.__name__.rsplit(".", 1)[1],
@@ -98,9 +99,7 @@ def _code_for_workers() -> Path:
 
 
 def _init_ray(cluster: ClusterConfig):
-    import warnings
-
-    import ray
+    import ray  # lazy: imported and started while a helper thread imports open_clip (``_run``): they overlap
 
     if ray.is_initialized():
         return ray
@@ -135,7 +134,7 @@ def _start_embedders(ray, spec: ModelSpec, cluster: ClusterConfig) -> dict[str, 
     them, field notes) and the OS shares the cores between decoding and encoding as their costs
     dictate (``bench/throughput.py``). Each video task uses an actor on its own node when there
     is one, so frames do not cross the network."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # lazy: as ray in ``_init_ray``
 
     options = dict(max_restarts=-1, max_task_retries=3, max_concurrency=2)
     remote = ray.remote(EmbedActor)
@@ -184,10 +183,10 @@ def run_index_job(store: VideoStore, spec: ModelSpec, paths: list, config: Index
 def _run(store: VideoStore, spec: ModelSpec, listed: list[ListedFile], config: IndexConfig,
          cluster: ClusterConfig, build_index: bool, progress: bool, storage_options: dict,
          report: JobReport) -> JobReport:
-    from vidsift.models.loading import model_outline
+    from vidsift.models.loading import model_outline  # lazy: torch + open_clip (~2 s), only once a job runs
 
-    suffix = spec.table_suffix
-    known = store.indexed_files(suffix)
+    tables = store.model(spec)
+    known = tables.indexed_files()
     todo = plan_listing(listed, known, report)
     if todo:
         # Ray starts (its own processes; this thread mostly waits) while a helper thread imports
@@ -199,10 +198,9 @@ def _run(store: VideoStore, spec: ModelSpec, listed: list[ListedFile], config: I
             interrupts.safe_point()
             preprocess_cfg, dim = outline.result()  # raises a missing model
         interrupts.safe_point()
-        target, writer = open_writer(store, spec.key, suffix, dim, known, report, storage_options,
-                                     config.keep_frames)
+        target, writer = open_writer(tables, dim, known, report, storage_options, config.keep_frames)
         _Coordinator(ray, spec, cluster, config, target, preprocess_cfg, writer, report, progress).run(todo)
-    upkeep_ann_index(store, suffix, report, build_index)
+    tables.upkeep_ann_index(report, build_index)
     report.seconds = time.monotonic() - report.started
     return report
 
@@ -231,8 +229,6 @@ class _Coordinator:
         self.in_flight[generator] = Attempt(item, tries)  # timed from its start: it may queue for a CPU first
 
     def run(self, todo: list[WorkItem]) -> None:
-        from tqdm import tqdm
-
         queue = collections.deque((item, 1) for item in todo)
         bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not self.progress, dynamic_ncols=True)
         window, window_checked = self._window(), time.monotonic()

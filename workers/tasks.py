@@ -24,6 +24,10 @@ from vidsift.pipeline.config import IndexConfig
 from vidsift.pipeline.indexing import ArchiveFailed, Failed, WorkItem, run_video  # noqa: F401 - the task's messages
 from vidsift.pipeline.staging import StagingTarget
 
+# RAY_IS_LAZY: the functions here run inside Ray's workers, where ray is loaded already; the driver
+# imports this module before it starts Ray, and importing ray (~1 s) there would end the overlap of
+# starting Ray with importing open_clip that ``workers.job._run`` arranges.
+
 
 @dataclass(frozen=True)
 class Started:
@@ -38,6 +42,7 @@ class EmbedActor:
     at once (threaded actor): while one batch runs on the device, the next is being received."""
 
     def __init__(self, spec: dict, threads: int):
+        # lazy: torch and open_clip load in the actor's process only, never in the driver's
         import torch
 
         from vidsift.models.encoder import ClipEncoder
@@ -51,7 +56,7 @@ class EmbedActor:
         return self.encoder.encode_pixels(pixels)
 
     def node_id(self) -> str:
-        import ray
+        import ray  # lazy: see RAY_IS_LAZY
 
         return ray.get_runtime_context().get_node_id()
 
@@ -59,7 +64,7 @@ class EmbedActor:
 def node_address() -> str:
     """This worker's node, as a person would look for it (its IP, else its host name)."""
     try:
-        import ray
+        import ray  # lazy: see RAY_IS_LAZY
 
         return ray.util.get_node_ip_address()
     except Exception:  # noqa: BLE001 - naming the node must never fail the task
@@ -69,7 +74,7 @@ def node_address() -> str:
 def remote_encode(actor):
     """``process_video``'s encode function over an embedding actor: submits a batch, returns a
     function that waits for its vectors."""
-    import ray
+    import ray  # lazy: see RAY_IS_LAZY
 
     def submit(pixels: np.ndarray):
         ref = actor.encode.remote(pixels)
@@ -82,7 +87,7 @@ def video_task(item: WorkItem, actors: dict, preprocess_cfg: dict, config: Index
     """Ray streaming-generator task for one video (``indexing.run_video``, as the local pipeline's
     decoding processes run it). Bad input yields ``Failed``; a crash of this process (decord can
     abort in native code) surfaces to the driver as a Ray error instead."""
-    import ray
+    import ray  # lazy: see RAY_IS_LAZY
 
     yield Started(node=node_address(), pid=os.getpid())
     here = ray.get_runtime_context().get_node_id()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vidsift.app.exit_codes import EXIT_OK, exit_status, report_payload
 from vidsift.pipeline.errors import InputError
-from vidsift.pipeline.errors import EXIT_OK
 
 from .common import (Command, add_common, add_db, add_json, add_segmentation, add_storage, emit, segment_config,
                      spec_of, storage_options)
@@ -18,7 +18,7 @@ def add_status_arguments(p) -> None:
 
 
 def status(args) -> int:
-    from vidsift.pipeline.store import VideoStore
+    from vidsift.pipeline.store import VideoStore  # lazy: pyarrow + LanceDB (~0.5 s) stay out of `vidsift --help`
 
     if "://" not in args.db and not Path(args.db).exists():
         emit(args, {"db": args.db, "models": [], "failures": []}, f"{args.db}: nothing indexed yet")
@@ -51,14 +51,15 @@ def add_verify_arguments(p) -> None:
 
 
 def verify(args) -> int:
+    # lazy: pyarrow + LanceDB (~0.5 s) stay out of `vidsift --help`
     from vidsift.pipeline.store import VideoStore
     from vidsift.pipeline.verify import format_report, verify_store
 
     if "://" not in args.db and not Path(args.db).is_dir():
         raise InputError(f"{args.db}: no database here" + (" (it is a file)" if Path(args.db).exists() else ""))
     report = verify_store(VideoStore(args.db, storage_options=storage_options(args)), repair=args.repair)
-    emit(args, report.to_dict(), format_report(report))
-    return report.exit_status
+    emit(args, report_payload(report), format_report(report))
+    return exit_status(report)
 
 
 def add_calibrate_arguments(p) -> None:
@@ -69,8 +70,9 @@ def add_calibrate_arguments(p) -> None:
 
 
 def calibrate(args) -> int:
+    # lazy: torch + open_clip (~2 s) and pyarrow + LanceDB stay out of `vidsift --help`
     from vidsift.models.encoder import ClipEncoder
-    from vidsift.pipeline.confidence import fit_calibration, format_calibration
+    from vidsift.pipeline.confidence_fit import fit_calibration, format_calibration
     from vidsift.pipeline.search import require_indexed
     from vidsift.pipeline.store import VideoStore
 
@@ -89,6 +91,7 @@ def add_resegment_arguments(p) -> None:
 
 
 def resegment(args) -> int:
+    # lazy: the indexing modules (~1 s) and LanceDB stay out of `vidsift --help`
     from vidsift.pipeline.indexing import resegment_store
     from vidsift.pipeline.search import require_indexed
     from vidsift.pipeline.store import VideoStore

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from vidsift.pipeline.errors import EXIT_OK
+from vidsift.app.exit_codes import EXIT_OK
+from vidsift.pipeline.errors import VideoError
 
 from .common import Command, add_common, add_sampling, emit, index_config, spec_of, storage_options
 
@@ -25,22 +26,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    # lazy: torch, open_clip and the pipeline take seconds to import; `vidsift --help` does without
+    from vidsift.app.labels import choose_labels
     from vidsift.models.encoder import ClipEncoder
-    from vidsift.pipeline import label_sets
-    from vidsift.pipeline.classify import (ZeroShotClassifier, classify_clip, format_classification, parse_labels,
-                                   parse_templates)
+    from vidsift.pipeline.classify import ZeroShotClassifier, classify_clip, format_classification
     from vidsift.pipeline.confidence import calibration_for
-    from vidsift.pipeline.errors import VideoError
 
-    if args.label_set and not (args.labels or args.labels_file):
-        labels = label_sets.load(args.label_set)
-        templates = parse_templates(args.templates, args.templates_file) if (args.templates or args.templates_file) \
-            else (label_sets.templates(args.label_set) or parse_templates())
-    else:
-        if args.label_set:
-            raise ValueError("give either --label-set or --labels/--labels-file, not both")
-        labels = parse_labels(args.labels, args.labels_file)
-        templates = parse_templates(args.templates, args.templates_file)
+    if args.label_set and (args.labels or args.labels_file):
+        raise ValueError("give either --label-set or --labels/--labels-file, not both")
+    labels, templates = choose_labels(args.label_set, args.labels, args.labels_file, args.templates,
+                                      args.templates_file)
     if not os.path.isfile(args.clip):
         raise VideoError(args.clip, "open", "file does not exist")
     config = index_config(args)

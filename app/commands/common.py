@@ -9,8 +9,11 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vidsift.models.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from vidsift.pipeline.archive_models import choose_spec
+from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
 
 DEFAULT_DB = "vidsift.lance"
 
@@ -103,8 +106,6 @@ def spec_of(args, db: str | None = None):
     """The model a command uses: what ``--model``/``--pretrained`` name, completed from the models
     the database ``db`` (default ``--db``) was indexed with (``pipeline.archive_models.choose_spec``):
     with neither flag, its default model; a new or empty database: ViT-B-32 with LAION weights."""
-    from vidsift.pipeline.archive_models import choose_spec
-
     db = db or args.db
     models = archive_models(db, args)
     return choose_spec(models, args.model, args.pretrained, args.device, args.precision, where=db)
@@ -113,26 +114,20 @@ def spec_of(args, db: str | None = None):
 def archive_models(db: str, args) -> list:
     """The models recorded in the database ``db``; none when there is no database there yet
     (nothing is created by looking)."""
-    from pathlib import Path
-
     if "://" not in db and not (Path(db) / "models.lance").exists():
         return []
-    from vidsift.pipeline.store import VideoStore
+    from vidsift.pipeline.store import VideoStore  # lazy: pyarrow and LanceDB, which `vidsift --help` does without
 
     return VideoStore(db, storage_options=storage_options(args)).archive_models()
 
 
-def segment_config(args):
-    from vidsift.pipeline.config import SegmentConfig
-
+def segment_config(args) -> SegmentConfig:
     return SegmentConfig(mode=args.segments, window_s=args.window, min_scene_s=args.min_scene,
                          max_scene_s=args.max_scene, cut_threshold=args.cut_threshold,
                          refine_cuts=not args.no_refine_cuts)
 
 
-def index_config(args):
-    from vidsift.pipeline.config import IndexConfig, SamplingConfig
-
+def index_config(args) -> IndexConfig:
     sampling = SamplingConfig(fps=None, frames=args.frames) if args.frames is not None \
         else SamplingConfig(fps=args.fps if args.fps is not None else 1.0)
     return IndexConfig(sampling=sampling, segments=segment_config(args),
@@ -149,7 +144,7 @@ def emit(args, payload, human: str) -> None:
 
 
 def storage_options(args) -> dict:
-    from vidsift.pipeline.storage import parse_storage_options
+    from vidsift.pipeline.storage import parse_storage_options  # lazy: pipeline.storage loads pyarrow
 
     return parse_storage_options(args.storage_options)
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from vidsift.app.exit_codes import exit_status, report_payload
+from vidsift.pipeline.errors import Interrupted
+
 from .common import emit, spec_of, storage_options
 
 NUMBERS = {
@@ -44,13 +47,14 @@ def describe(report, db: str, model: str) -> tuple[dict, list[str]]:
     lines += [f"  FAILED {f.path}: {f.stage}: {f.reason}" for f in report.failures]
     if report.ann_index:
         lines.append(f"  ANN index: {report.ann_index}")
-    return {**report.to_dict(), "db": db, "model": model}, lines
+    return report_payload(report, db=db, model=model), lines
 
 
 def run(args, index_once, render=None, spec=None) -> int:
     """Index ``args.inputs`` through ``index_once(paths) -> JobReport`` (which prints nothing),
     pruning first with --prune, or follow them with --watch. ``render(report) -> (payload, lines)``
     is the index command's own output (default: ``describe``). Call it holding the writer lock."""
+    # lazy (here and in ``_watch``): pyarrow + LanceDB (~0.5 s) stay out of `vidsift --help`
     from vidsift.pipeline.follow import scan_once
     from vidsift.pipeline.store import VideoStore
 
@@ -59,7 +63,7 @@ def run(args, index_once, render=None, spec=None) -> int:
     store = VideoStore(args.db, storage_options=options)
     if getattr(args, "watch", False):
         return _watch(args, store, spec, options, index_once)
-    report, pruned, _ = scan_once(store, list(args.inputs), spec.key, spec.table_suffix, index_once,
+    report, pruned, _ = scan_once(store, list(args.inputs), spec, index_once,
                                   prune_first=bool(getattr(args, "prune", False)), storage_options=options,
                                   allow_empty=bool(getattr(args, "allow_empty", False)))
     payload, lines = render(report) if render else describe(report, args.db, spec.key)
@@ -71,7 +75,7 @@ def run(args, index_once, render=None, spec=None) -> int:
                  + (f" ({sum(map(len, pruned.failures_cleared.values()))} failure records dropped)"
                     if pruned.failures_cleared else ""), *lines]
     emit(args, payload, "\n".join(lines))
-    return report.exit_status
+    return exit_status(report)
 
 
 def _removed_line(path: str, models: list[str]) -> str:
@@ -79,8 +83,7 @@ def _removed_line(path: str, models: list[str]) -> str:
 
 
 def _watch(args, store, spec, options, index_once) -> int:
-    from vidsift.pipeline.errors import Interrupted
-    from vidsift.pipeline.follow import list_root, root_of
+    from vidsift.pipeline.follow import list_root, root_of  # lazy: see ``run``
     from vidsift.pipeline.watch import Action, Follower, WatchConfig, watch
 
     for item in args.inputs:  # a typo or a missing drive at the start: say so, do not wait for it
@@ -96,7 +99,7 @@ def _watch(args, store, spec, options, index_once) -> int:
         detail = f": {action.detail}" if action.detail else ""
         print(f"{now.astimezone():%H:%M:%S} {action.action:<8} {action.path}{models}{detail}", flush=True)
 
-    follower = Follower(store, list(args.inputs), spec.key, spec.table_suffix, index_once, config, options,
+    follower = Follower(store, list(args.inputs), spec, index_once, config, options,
                         on_action=show)
     show(Action("watching", ", ".join(root.path for root in follower.roots),
               detail=f"{spec.key}; a file is indexed once unchanged for {args.settle:g} s; Ctrl-C stops"))

@@ -2,11 +2,13 @@
 default), or on Ray with --address (a cluster, or `local` for a Ray started here)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
 from vidsift.pipeline import interrupts
 from vidsift.pipeline.errors import InputError, Interrupted
+from vidsift.pipeline.lock import writer_lock
 
 from . import follow
 from .common import Command, add_common, add_sampling, index_config, spec_of, stdout_for_json_only, storage_options
@@ -65,8 +67,6 @@ NUMBERS = {
 
 
 def run(args) -> int:
-    from vidsift.pipeline.lock import writer_lock
-
     config = _decoding(args, index_config(args))
     # The database is held first, before anything slow (imports, Ray, the model, listing): a
     # second job on it is refused in a fraction of a second, however loaded the machine is.
@@ -80,8 +80,6 @@ def run(args) -> int:
 
 def _decoding(args, config):
     """The decoding flags into the job's ``IndexConfig``."""
-    import dataclasses
-
     if args.sample == "keyframes" and args.frames is not None:
         raise InputError("--sample keyframes takes the keyframe at each --fps sampling time: it cannot be "
                          "used with --frames")
@@ -111,6 +109,8 @@ def choose_runner(args, environ=os.environ) -> tuple[str, str]:
 
 def _index_report(args, config, spec, inputs: list[str]):
     """Index ``inputs`` (the command's, or the files a --watch found settled): the JobReport."""
+    # lazy (here and below): every command module is imported for `vidsift --help`; pyarrow and
+    # LanceDB (~0.5 s), the local runner (~1.5 s) and Ray's (~1.7 s) load only when a job runs
     from vidsift.pipeline.storage import list_inputs
     from vidsift.pipeline.store import VideoStore
 
@@ -121,7 +121,7 @@ def _index_report(args, config, spec, inputs: list[str]):
     store.remember_spec(spec)  # a checkpoint's path beside its hash: later commands need no --pretrained
     progress = not (args.quiet or args.json)
     if runner == "local":
-        from vidsift.pipeline.jobs import JobLimits
+        from vidsift.pipeline.jobs import JobLimits  # lazy: see above
         from vidsift.pipeline.local_run import LocalOptions, run_local_job
 
         local = LocalOptions(limits=JobLimits(attempts=args.attempts, video_timeout_s=args.video_timeout,
@@ -131,7 +131,7 @@ def _index_report(args, config, spec, inputs: list[str]):
         with stdout_for_json_only(args):
             report = run_local_job(store, spec, listed, config, local)
     else:
-        from vidsift.workers.job import ClusterConfig, run_index_job
+        from vidsift.workers.job import ClusterConfig, run_index_job  # lazy: see above
 
         cluster = ClusterConfig(address=args.address, num_cpus=args.num_cpus, embed_actors=args.embed_workers,
                                 embed_threads=args.embed_threads, batch_size=args.batch_size,
@@ -152,21 +152,17 @@ def _index_report(args, config, spec, inputs: list[str]):
 
 
 def _render(args, spec, report) -> tuple[dict, list[str]]:
-    """The report as --json prints it, and as lines for people."""
-    lines = [f"{report.indexed} indexed, {report.skipped} already indexed, {len(report.failures)} failed "
-             f"of {report.total} files ({report.frames} frames, {report.seconds:.1f} s) into {args.db} "
-             f"[{spec.key}]"]
-    lines += [f"  FAILED {f.path}: {f.stage}: {f.reason}" for f in report.failures]
-    if report.ann_index:
-        lines.append(f"  ANN index: {report.ann_index}")
+    """The report as --json prints it, and as lines for people (``follow.describe``, plus the runner
+    with --verbose)."""
+    payload, lines = follow.describe(report, args.db, spec.key)
     if args.verbose:
         lines.append(f"  runner: {report.runner} ({report.runner_reason})")
-    return {**report.to_dict(), "db": args.db, "model": spec.key}, lines
+    return payload, lines
 
 
 def shutdown_ray() -> None:
     if "ray" in sys.modules:
-        import ray
+        import ray  # lazy: only when a job has imported it already
 
         if ray.is_initialized():
             ray.shutdown()

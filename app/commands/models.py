@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidsift.pipeline.errors import EXIT_OK, InputError
+from vidsift.pipeline.archive_models import find_model, label
+from vidsift.app.exit_codes import EXIT_OK
+from vidsift.pipeline.errors import InputError
 
 from .common import Command, add_db, add_json, add_storage, emit, storage_options
 
@@ -45,8 +47,7 @@ def _table(db: str, models: list[dict]) -> str:
 
 
 def run(args) -> int:
-    from vidsift.pipeline.archive_models import find_model, label
-    from vidsift.pipeline.store import VideoStore
+    from vidsift.pipeline.store import VideoStore  # lazy: pyarrow + LanceDB (~0.5 s) stay out of `vidsift --help`
 
     exists = "://" in args.db or Path(args.db).exists()
     if not exists and args.default is None:

@@ -6,7 +6,9 @@ import contextlib
 import sys
 from pathlib import Path
 
-from vidsift.pipeline.errors import EXIT_OK
+from vidsift.app.exit_codes import EXIT_OK
+from vidsift.pipeline.shapes.manifest import MANIFEST, load_manifest
+from vidsift.pipeline.shapes.spec import CONTAINERS
 
 from .common import DEFAULT_DB, Command, add_common, add_json, add_sampling, emit, index_config, spec_of
 
@@ -24,9 +26,13 @@ def add_eval_arguments(p) -> None:
 
 
 def evaluate(args) -> int:
+    # lazy: torch, open_clip and lancedb cost seconds of every `vidsift` start-up (app/cli.py)
     from vidsift.models.encoder import ClipEncoder
-    from vidsift.pipeline.evaluation import full_report, load_manifest, msrvtt_report, read_msrvtt_csv
+    from vidsift.pipeline.classify import parse_labels
+    from vidsift.pipeline.confidence import load_calibration
+    from vidsift.pipeline.eval_report import msrvtt_report, read_msrvtt_csv
     from vidsift.pipeline.indexing import index_sequential, resegment_store
+    from vidsift.pipeline.shapes.evaluation import format_no_match, full_report, no_match_report
     from vidsift.pipeline.store import VideoStore
 
     config = index_config(args)
@@ -47,11 +53,7 @@ def evaluate(args) -> int:
     report = index_sequential(store, encoder, paths, config)  # the in-process pipeline, as `vidsift index`
     resegment_store(store, spec, config.segments)  # settings of this run, also for videos indexed before
     poolings = ["mean", "qs"] if args.pooling == "both" else [args.pooling]
-    labels = None
-    if args.labels_file:
-        from vidsift.pipeline.classify import parse_labels
-
-        labels = parse_labels(file=args.labels_file)
+    labels = parse_labels(file=args.labels_file) if args.labels_file else None
     interval = 1.0 / config.sampling.fps if config.sampling.fps else None
     results = {}
     for pooling in poolings:
@@ -64,9 +66,6 @@ def evaluate(args) -> int:
                 "db": db, "failed_to_index": len(report.failures)}
     payload, human = {"settings": settings, "results": results}, format_eval(settings, results)
     if not is_csv:  # the "no match" decision on a shapes-world manifest
-        from vidsift.pipeline.confidence import load_calibration
-        from vidsift.pipeline.evaluation import format_no_match, no_match_report
-
         payload["no_match"] = no_match_report(store, encoder, videos, load_calibration(store, encoder), labels=labels)
         human += "\n" + format_no_match(payload["no_match"])
     emit(args, payload, human)
@@ -114,7 +113,7 @@ def add_synth_arguments(p) -> None:
 
 
 def synth(args) -> int:
-    from vidsift.pipeline.synth import CONTAINERS, synthesize_archive  # imports PyAV before decord (VP9 clash)
+    from vidsift.pipeline.shapes.archive import synthesize_archive  # lazy: loads PyAV, which only rendering needs
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     unknown = set(formats) - set(CONTAINERS)
@@ -125,9 +124,9 @@ def synth(args) -> int:
                                   max_size=args.max_size, progress=not args.json)
     scenes = sum(len(v["scenes"]) for v in manifest["videos"])
     emit(args, {"out": args.out, "videos": len(manifest["videos"]), "scenes": scenes,
-                "manifest": str(Path(args.out) / "manifest.json")},
+                "manifest": str(Path(args.out) / MANIFEST)},
          f"{len(manifest['videos'])} videos ({scenes} scenes) in {args.out}; manifest: "
-         f"{Path(args.out) / 'manifest.json'}")
+         f"{Path(args.out) / MANIFEST}")
     return EXIT_OK
 
 
@@ -153,16 +152,17 @@ def add_train_arguments(p) -> None:
 
 
 def train(args) -> int:
+    # lazy: torch and open_clip cost seconds of every `vidsift` start-up (app/cli.py)
+    import open_clip
+
     from vidsift.models.registry import register_bundled_configs
     from vidsift.models.train import TrainConfig, train as train_model
     from vidsift.pipeline.classify import DEFAULT_TEMPLATES
-    from vidsift.pipeline.training_data import load_training_set, shapes_val_set
+    from vidsift.pipeline.shapes.training_data import load_training_set, shapes_val_set
 
     dataset = load_training_set(args.data, progress=not args.json)
     val = None
     if args.val:
-        import open_clip
-
         register_bundled_configs()
         config = open_clip.get_model_config(args.model)
         if config is None:

@@ -10,10 +10,14 @@ to reach the app, searches in this process (``--no-app`` always does); ``--verbo
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
-from vidsift.pipeline.errors import EXIT_OK, InputError
+from vidsift.pipeline.archive_models import ArchiveModel, choose_spec
+from vidsift.app.exit_codes import EXIT_OK
+from vidsift.pipeline.errors import InputError
+from vidsift.pipeline.search_request import MAX_K, search_request
 
 from .common import Command, add_common, emit, spec_of, storage_options
 
@@ -52,34 +56,25 @@ def query_kind(args) -> str:
         shown = {"text": "a query", "image": "--image", "clip": "--clip"}
         raise InputError(f"give only one of a query, --image or --clip (got {' and '.join(shown[k] for k in given)})")
     kind = given[0]
-    if kind == "text" and not args.query.strip():
-        raise InputError("The search query is empty: describe what you are looking for.")
     if kind != "text" and args.matches_only:
         raise InputError("--matches-only needs a text query: a search by example has no confidence to match on")
     return kind
 
 
 def run(args) -> int:
-    from vidsift.pipeline.search import MAX_K, require_indexed
-
     kind = query_kind(args)
-    if not 1 <= args.k <= MAX_K:
-        raise InputError(f"k must be an integer between 1 and {MAX_K}, got {args.k}")
-    if args.where is not None:
-        from vidsift.pipeline.store import check_filter
+    # The query, k and the filter, checked as the app checks them, before the model loads.
+    request = search_request(args.query, args.k, per_video=args.per_video, where=args.where,
+                             by_example=kind != "text")
+    # lazy: pipeline.search brings numpy; `vidsift --help` and the other commands do without it
+    from vidsift.pipeline.search import (
+        check_clip, clip_vector, image_vector, read_image, require_indexed, search_report, search_text, search_vector,
+    )
 
-        try:  # what can be told without the table (';', parentheses), before the model loads
-            check_filter(args.where)
-        except InputError as exc:
-            raise InputError(f"Bad filter {args.where!r}: {exc}") from None
     example, pixels = None, None
     if kind == "image":  # a bad example file fails before the model loads
-        from vidsift.pipeline.search import read_image
-
         example, pixels = {"kind": "image", "path": os.path.abspath(args.image)}, read_image(args.image)
     elif kind == "clip":
-        from vidsift.pipeline.search import check_clip
-
         example = {"kind": "clip", "path": os.path.abspath(args.clip)}
         check_clip(example["path"])
     if kind == "text" and not args.no_app:
@@ -87,7 +82,10 @@ def run(args) -> int:
         if answered is not None:
             emit(args, *answered)
             return EXIT_OK
+    # lazy: torch, open_clip and LanceDB take seconds to import, which a search answered by a
+    # running app (above) does without
     from vidsift.models.encoder import ClipEncoder
+    from vidsift.pipeline.confidence import load_calibration
     from vidsift.pipeline.store import VideoStore
 
     # One search: the catalog would not pay for itself.
@@ -95,22 +93,15 @@ def run(args) -> int:
     spec = spec_of(args)
     require_indexed(store, spec)  # before loading the model: a wrong --model fails in a second
     encoder = ClipEncoder.from_spec(spec)
-    options = dict(k=args.k, per_video=args.per_video, where=args.where, exact=args.exact, pooling=args.pooling,
-                   thumbnails=bool(args.thumbnails))
-    if kind == "text":
-        from vidsift.pipeline.confidence import load_calibration
-        from vidsift.pipeline.search import search_text
-
+    options = dict(k=request.k, per_video=request.per_video, where=request.where, exact=args.exact,
+                   pooling=args.pooling, thumbnails=bool(args.thumbnails))
+    if request.by_text:
         calibration = load_calibration(store, encoder)
-        hits = search_text(store, encoder, args.query, calibration=calibration, **options)
+        hits = search_text(store, encoder, request.text, calibration=calibration, **options)
     else:
-        from vidsift.pipeline.search import clip_vector, image_vector, search_vector
-
         calibration = None
         vector = image_vector(encoder, pixels) if kind == "image" else clip_vector(encoder, example["path"])
         hits = search_vector(store, spec.table_suffix, vector, **options)
-    from vidsift.pipeline.search import search_report
-
     payload, human = search_report(args.query, spec.key, hits, calibration, matches_only=args.matches_only,
                                    thumbnail_dir=args.thumbnails, example=example)
     emit(args, payload, human)
@@ -127,8 +118,6 @@ def app_mismatch(args, info) -> str | None:
     """Why the app ``info`` (``app.announce.ServerInfo``) would not answer this text search as this
     process would, or None when it would. The model this process would use is chosen as
     ``common.spec_of`` chooses it, from the archive's models the app announced."""
-    from vidsift.pipeline.archive_models import ArchiveModel, choose_spec
-
     if args.where is not None or args.exact or args.pooling != "mean" or args.thumbnails:
         return "--where, --exact, --pooling qs and --thumbnails are searched in this process"
     if args.k > info.max_k:
@@ -149,7 +138,7 @@ def app_mismatch(args, info) -> str | None:
 def search_through_app(args) -> tuple[dict, str] | None:
     """(JSON payload, human text) as this process would print them, answered by a running app;
     None when none serves this request (then the search runs here)."""
-    from vidsift.app.announce import announced
+    from vidsift.app.announce import announced  # lazy: read only by a text search, not at CLI start-up
 
     servers = announced(args.db)
     if not servers:
@@ -162,7 +151,7 @@ def search_through_app(args) -> tuple[dict, str] | None:
         _say(args, f"not asking the vidsift app at {info.url}: {reason}")
     else:
         return None
-    from vidsift.app.app_client import AppUnavailable, search_text
+    from vidsift.app.app_client import AppUnavailable, search_text  # lazy: urllib.request costs ~0.1 s at start-up
 
     try:
         result = search_text(info.url, args.query, args.k, args.per_video)
@@ -185,26 +174,24 @@ class _Described:
 
 
 def report_of_app(args, result: dict, model: str) -> tuple[dict, str]:
-    """The app's /search result turned into this command's output, through the same
-    ``search_report`` as an in-process search (``AppUnavailable`` if it answered another query or
-    another model than asked)."""
+    """The app's /search result (``app_client.search_text``: the CLI's JSON) turned into this
+    command's output, through the same ``search_report`` as an in-process search
+    (``AppUnavailable`` if it answered another query or another model than asked)."""
+    # lazy, as in search_through_app (already loaded when this is called from there)
     from vidsift.app.app_client import AppUnavailable
     from vidsift.pipeline.search import SearchHit, search_report
 
     if result.get("model") != model or result.get("query") != args.query.strip():
         raise AppUnavailable(f"it answered {result.get('query')!r} with {result.get('model')} "
                              f"(the archive's default model changed since it started?)")
+    fields = [f.name for f in dataclasses.fields(SearchHit) if f.name != "thumbnail"]
     try:
-        hits = [SearchHit(rank=int(r["rank"]), score=float(r["score"]), path=r["video_path"], start=float(r["start"]),
-                          end=float(r["end"]), video_id=r["video_id"], segment_index=int(r["segment_index"]),
-                          n_frames=int(r["n_frames"]), tags=list(r["tags"] or []), thumbnail=b"",
-                          confidence=None if r["confidence"] is None else float(r["confidence"]), match=r["match"])
-                for r in result["results"]]
-    except (KeyError, TypeError, ValueError) as exc:
+        hits = [SearchHit(thumbnail=b"", **{name: row[name] for name in fields}) for row in result["results"]]
+    except (KeyError, TypeError) as exc:
         raise AppUnavailable(f"unexpected result row: {type(exc).__name__}: {exc}") from None
     calibration = _Described(result["calibration"]) if result.get("calibration") is not None else None
     return search_report(args.query, model, hits, calibration, matches_only=args.matches_only)
 
 
 COMMANDS = [Command("search", "find the moments matching a description, an image or a clip", add_arguments, run,
-                    {"k": ("-k/--top-k", 1, 10_000, False)})]
+                    {"k": ("-k/--top-k", 1, MAX_K, False)})]

@@ -2,7 +2,8 @@
 archive, index it, search it, then serve it)."""
 from __future__ import annotations
 
-from vidsift.pipeline.errors import EXIT_OK
+from vidsift.app.app_config import AppConfig
+from vidsift.app.exit_codes import EXIT_OK
 
 from .common import Command, add_common, add_sampling, index_config, spec_of
 
@@ -23,7 +24,7 @@ def add_app_arguments(p) -> None:
 
 
 def serve_app(args) -> int:
-    from vidsift.app.web import AppConfig, serve
+    from vidsift.app.web import serve  # lazy: gradio takes seconds to import
 
     extra = {"upload_exts": tuple(args.upload_exts)} if args.upload_exts else {}
     config = AppConfig(db=args.db, spec=spec_of(args), allow_dirs=tuple(args.allow_dirs), host=args.host,
@@ -41,7 +42,7 @@ def add_demo_arguments(p) -> None:
 
 
 def demo(args) -> int:
-    from vidsift.app.demo import run_demo
+    from vidsift.app.demo import run_demo  # lazy: the demo renders, indexes and serves (torch, PyAV, gradio)
 
     return run_demo(args.out, videos=args.videos, with_app=not args.no_app, port=args.port)
 

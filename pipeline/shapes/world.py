@@ -133,3 +133,28 @@ def caption_variants(colour: str, shape: str, background: str | None = None) -> 
     if background is not None:
         out += [p.format(a=a, x=x, bg=background) for p in _BACKGROUND_PHRASINGS]
     return out
+
+
+def split_of(label_text: str) -> str:
+    """"heldout" for a label of a zero-shot pair, else "seen" (also for labels of other worlds).
+
+    Evaluation reports every figure per split, so a user's own label set (``--labels-file``) is
+    counted as "seen" rather than rejected.
+    """
+    try:
+        return "heldout" if is_heldout(*parse_label(label_text)) else "seen"
+    except ValueError:
+        return "seen"
+
+
+#: The splits figures are reported in, in report order.
+SPLITS: tuple[str, ...] = ("seen", "heldout")
+
+#: Queries no shapes-world video shows: things of other worlds, gibberish, and words that are all
+#: stop words (nothing left to look for). The "no match" decision must answer "no match" to them.
+OUT_OF_WORLD_QUERIES: tuple[str, ...] = (
+    "an airplane", "a bowl of soup", "a dog catching a frisbee", "a person talking", "a city street at night",
+    "a sunset over the sea", "a birthday cake", "people dancing", "a red car", "a green forest",
+    "xq zzv kk", "blorp fnargle", "qwerty uiop", "zzz",
+    "the of and", "a", "a photo of the",
+)
