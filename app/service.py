@@ -120,10 +120,6 @@ class VidsiftService:
         """The model served now (``self.model.current()`` looks again at the archive's default)."""
         return self.model.spec
 
-    @property
-    def suffix(self) -> str:
-        return self.spec.table_suffix
-
     def encoder(self):
         """The served model's encoder, loaded on first use (a second caller waits for it)."""
         return self.model.encoder()

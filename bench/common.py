@@ -180,7 +180,8 @@ class PeakRss:
     def top(self, n: int = 6) -> list[dict]:
         """The ``n`` largest processes at their own peaks, in MiB."""
         rows = sorted(self.processes.items(), key=lambda kv: -kv[1]["VmRSS"])[:n]
-        return [{"pid": pid, "process": _process_name(p["cmd"]), "cmd": p["cmd"],
+        # Command lines relative to the repository: results are committed, and a clone lives elsewhere.
+        return [{"pid": pid, "process": _process_name(p["cmd"]), "cmd": p["cmd"].replace(f"{ROOT}/", ""),
                  **{k: round(p.get(k, 0) / 1024, 1) for k in MEMORY_FIELDS}} for pid, p in rows]
 
     def thinned(self, points: int = 40) -> list[tuple[float, float]]:
