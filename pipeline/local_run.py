@@ -30,14 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-from tqdm import tqdm
-
 from . import interrupts
 from .config import IndexConfig
 from .decode_workers import DecodePool, DecodeWorker
 from .errors import Interrupted
 from .indexing import JobReport, Probed, WorkItem, plan_listing
 from .jobs import Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail
+from .progress import job_progress, show_frames
 from .staging import StagingTarget
 from .storage import ListedFile
 from .store import VideoStore
@@ -175,8 +174,7 @@ class _LocalJob:
     def run(self, todo: list[WorkItem]) -> None:
         queue_ = collections.deque((item, 1) for item in todo)
         self.total = len(todo)
-        bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not self.options.progress,
-                   dynamic_ncols=True)
+        bar = job_progress(len(todo), self.options.progress)
         try:
             while queue_ or self.running:
                 interrupts.safe_point()  # a signal that came during a commit stops the job here
@@ -195,7 +193,7 @@ class _LocalJob:
                 if finished:
                     bar.update(finished)
                     self._progress(finished)
-                bar.set_postfix(frames=self.report.frames)
+                show_frames(bar, self.report.frames)
                 self.writer.maybe_flush()
         except BaseException:
             bar.close()

@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
 
 from vidsift import models, pipeline, workers
 from vidsift.models.spec import ModelSpec
@@ -45,6 +44,7 @@ from vidsift.pipeline.config import IndexConfig
 from vidsift.pipeline.errors import InputError, Interrupted
 from vidsift.pipeline.indexing import JobReport, Probed, WorkItem, plan_listing
 from vidsift.pipeline.jobs import Attempt, JobLimits, SafeWriter, open_writer, record_outcome, retry_or_fail
+from vidsift.pipeline.progress import job_progress, show_frames
 from vidsift.pipeline.storage import ListedFile, stat_input
 from vidsift.pipeline.store import VideoStore
 
@@ -230,7 +230,7 @@ class _Coordinator:
 
     def run(self, todo: list[WorkItem]) -> None:
         queue = collections.deque((item, 1) for item in todo)
-        bar = tqdm(total=len(todo), unit="video", desc="indexing", disable=not self.progress, dynamic_ncols=True)
+        bar = job_progress(len(todo), self.progress)
         window, window_checked = self._window(), time.monotonic()
         try:
             while queue or self.in_flight:
@@ -244,7 +244,7 @@ class _Coordinator:
                     done = self._read(generator, queue)
                     bar.update(done)
                 bar.update(self._expire(queue))
-                bar.set_postfix(frames=self.report.frames)
+                show_frames(bar, self.report.frames)
                 self.writer.maybe_flush()
         except BaseException:
             bar.close()
