@@ -5,7 +5,7 @@ On a terminal it is tqdm's bar. Into a log (stderr is a file or a pipe: a cluste
 and the jobs' loops turn every half second. There it is one plain line every ``log_every``
 seconds and one at the end, formatted by tqdm all the same (rate, elapsed, remaining)::
 
-    indexing: 120/6000 videos [02:10<1:46:12, 0.92 videos/s, frames=5400]
+    indexing: 120/6000 videos [02:10<1:46:12, 0.92video/s, frames=5400]
 """
 from __future__ import annotations
 
