@@ -2,7 +2,7 @@
 """What `--sample keyframes` costs in accuracy and saves in decoding (issue 20), side by side on one
 fresh shapes-world archive.
 
-The same archive (one-scene and multi-scene videos in every container, frame rate and size of the
+The same archive (one-scene videos and videos of 1-4 scenes, in every container, frame rate and size of the
 spec; seeds training never used) is indexed twice with the bundled shapes-tiny model, in the same
 process, one run after the other: once with exact sampling (`--fps 1`, the default) and once with
 `--fps 1 --sample keyframes` (the keyframe at or before each sampling time). For each it reports
@@ -70,7 +70,7 @@ def summary_row(name: str, run: dict, video_seconds: float) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=60, help="one-scene videos")
-    parser.add_argument("--multi", type=int, default=30, help="multi-scene videos")
+    parser.add_argument("--multi", type=int, default=30, help="videos of 1-4 scenes")
     parser.add_argument("--seed", type=int, default=176_001, help="render seed (never used in training)")
     parser.add_argument("--fps", type=float, default=1.0)
     parser.add_argument("--workdir", default=None, help="where the archive and databases go (default: a temp dir)")
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     ratios = {"decode_cpu_exact_over_keyframes": round(exact["decode_cpu_ms_per_video_s"]
                                                        / keyframes["decode_cpu_ms_per_video_s"], 2),
               "frames_kept": round(keyframes["frames"] / exact["frames"], 3)}
-    print(f"\n{len(videos)} videos ({args.single} one-scene, {args.multi} multi-scene), {video_seconds:.0f} s of "
+    print(f"\n{len(videos)} videos ({args.single} one-scene, {args.multi} of 1-4 scenes), {video_seconds:.0f} s of "
           f"video, shapes-tiny, --fps {args.fps:g}, seed {args.seed}\n")
     print_table(rows, list(rows[0]))
     print(f"\ndecoding CPU per second of video, exact / keyframes: {ratios['decode_cpu_exact_over_keyframes']}x; "
