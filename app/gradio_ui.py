@@ -77,10 +77,6 @@ class PageHandlers:
         gallery = [(Image.open(io.BytesIO(hit.thumbnail)), render.caption(hit)) for hit in result.hits]
         return gallery, to_wire(result.payload), result.payload
 
-    @staticmethod
-    def search_status(result: dict | None) -> str:
-        return render.search_status(result)
-
     def play(self, result: dict | list[dict], evt: gr.SelectData) -> str:
         """The player for the clicked hit (``result``: the search's JSON, or its hits)."""
         hits = result.get("results") or [] if isinstance(result, dict) else result

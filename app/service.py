@@ -43,10 +43,6 @@ LABEL_FILE_MAX_BYTES = 1 << 20
 MAX_TOP = 100
 
 
-def ignore_note(text: str) -> None:
-    """A note shown to nobody."""
-
-
 @dataclass(frozen=True)
 class SearchResult:
     """A search's hits (with thumbnails, for the gallery) and its JSON: the CLI's ``--json``."""
@@ -189,7 +185,7 @@ class VidsiftService:
     # ---- search ------------------------------------------------------------------------------
     def search(self, query: str = "", image=None, clip: str | None = None, tags: list[str] | None = None,
                folder: str = "", min_duration: float = 0, max_duration: float = 0, per_video: bool = False,
-               k: int = 12, on_note: Callable[[str], None] = ignore_note) -> SearchResult:
+               k: int = 12, on_note: Callable[[str], None] = no_progress) -> SearchResult:
         """Search by text, or by example (an image wins over a clip, a clip over the text). Text
         hits carry ``confidence`` and ``match``; the payload is the CLI's ``--json``."""
         spec = self.model.current()  # the archive's default, if it was switched since the last search
@@ -282,9 +278,10 @@ class VidsiftService:
     # ---- library -------------------------------------------------------------------------------
     def models_view(self) -> ModelsView:
         """The Library's models: the table, and the switch (one click serves another)."""
-        models = self.store.archive_models()
-        return ModelsView(models_rows(self.store.summary(), self.spec.key), [label(m, models) for m in models],
-                          next((label(m, models) for m in models if m.key == self.spec.key), None))
+        models, served = self.store.archive_models(), self.spec.key
+        choices = [label(m, models) for m in models]
+        return ModelsView(models_rows(self.store.summary(), served), choices,
+                          next((choice for m, choice in zip(models, choices) if m.key == served), None))
 
     def library(self) -> LibraryView:
         """The archive as the served model sees it, after looking again at the archive's default

@@ -168,7 +168,7 @@ def build_app(config: AppConfig, encoder=None) -> gr.Blocks:
               inputs=[query, example_image, example_clip, tags, folder, min_dur, max_dur, per_video, top_k],
               outputs=[gallery, hits_json, hits_state], api_name="search",
               concurrency_limit=search_limit, concurrency_id="search"
-              ).success(page.search_status, inputs=[hits_state], outputs=[search_status], api_visibility="private")
+              ).success(render.search_status, inputs=[hits_state], outputs=[search_status], api_visibility="private")
         gallery.select(page.play, inputs=[hits_state], outputs=[player], api_visibility="private",
                        concurrency_limit=search_limit, concurrency_id="search")
         classify_btn.click(page.classify,

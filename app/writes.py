@@ -89,9 +89,8 @@ class ArchiveWriter:
                 if created:
                     dest.unlink(missing_ok=True)
                 raise
-            if report.failures or report.skipped:
-                if created:
-                    dest.unlink(missing_ok=True)
+            if created and (report.failures or report.skipped):
+                dest.unlink(missing_ok=True)
             if report.failures:  # leave the archive as it was: no failure row, no copy
                 self.store.clear_failures(encoder.model_key, [str(dest)])
                 failure = report.failures[0]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_json  # noqa: E402
 
 
-def index_and_report(paths, videos, encoder, sampling, segments, db: str) -> dict:
+def index_and_report(paths, videos, encoder, sampling, db: str) -> dict:
     from vidsift.pipeline.config import IndexConfig
     from vidsift.pipeline.indexing import index_sequential
     from vidsift.pipeline.shapes.evaluation import full_report
@@ -36,7 +36,7 @@ def index_and_report(paths, videos, encoder, sampling, segments, db: str) -> dic
 
     store = VideoStore(db)
     before, started = os.times(), time.perf_counter()
-    report = index_sequential(store, encoder, paths, IndexConfig(sampling=sampling, segments=segments))
+    report = index_sequential(store, encoder, paths, IndexConfig(sampling=sampling))
     wall, after = time.perf_counter() - started, os.times()
     children_cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
     figures = full_report(store, encoder, videos, sampling_interval=1.0 / sampling.fps)
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     from vidsift.models.encoder import ClipEncoder
     from vidsift.models.spec import resolve_spec
-    from vidsift.pipeline.config import SamplingConfig, SegmentConfig
+    from vidsift.pipeline.config import SamplingConfig
     from vidsift.pipeline.shapes.archive import synthesize_archive
     from vidsift.pipeline.shapes.manifest import load_manifest
 
@@ -92,11 +92,10 @@ def main(argv=None) -> int:
     paths = [v["abspath"] for v in videos]
     video_seconds = sum(v["duration"] for v in videos)
     encoder = ClipEncoder.from_spec(resolve_spec("shapes-tiny", None))
-    segments = SegmentConfig()
     runs = {}
     for name, sampling in (("exact (default)", SamplingConfig(fps=args.fps)),
                            ("keyframes", SamplingConfig(fps=args.fps, keyframes=True))):
-        runs[name] = index_and_report(paths, videos, encoder, sampling, segments, str(work / f"db-{len(runs)}"))
+        runs[name] = index_and_report(paths, videos, encoder, sampling, str(work / f"db-{len(runs)}"))
         print(name, runs[name]["report"]["frames"], "frames", runs[name]["wall_s"], "s", flush=True)
     rows = [summary_row(name, run, video_seconds) for name, run in runs.items()]
     exact, keyframes = rows

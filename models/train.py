@@ -34,20 +34,18 @@ import torch
 from torch.utils.data import RandomSampler
 from tqdm import tqdm
 
-from .checkpoints import (CHECKPOINT_DIR, checkpoint_paths, export_safetensors, load_checkpoint, save_checkpoint,
-                          verify_export)
+from .checkpoints import checkpoint_paths, export_safetensors, load_checkpoint, save_checkpoint, verify_export
 from .loading import PRECISIONS, Weights, autocast
 from .needs import check_needs
-from .train_config import EXPORT_DTYPES, LEGACY_PRECISIONS, TrainConfig, resolve_device, start_weights
-from .train_data import Collate, DistinctGroupBatchSampler, make_loader, steps_in_epoch, to_pil
-from .validation import ValData, encode_images, encode_texts, evaluate
+from .train_config import TrainConfig, resolve_device, start_weights
+from .train_data import Collate, DistinctGroupBatchSampler, make_loader, steps_in_epoch
+from .validation import ValData, evaluate
 
 __all__ = [
-    "CHECKPOINT_DIR", "EXPORT_DTYPES", "LEGACY_PRECISIONS", "METRICS_FILE", "Collate", "DistinctGroupBatchSampler",
-    "TrainConfig", "ValData", "build_model", "checkpoint_paths", "encode_images", "encode_texts", "evaluate",
-    "export_safetensors", "load_checkpoint", "lr_at", "make_loader", "make_optimizer", "no_decay",
-    "resolve_device", "save_checkpoint", "start_weights", "steps_in_epoch", "to_pil", "train", "train_epoch",
-    "verify_export",
+    "METRICS_FILE", "Collate", "DistinctGroupBatchSampler", "TrainConfig", "ValData", "build_model",
+    "checkpoint_paths", "evaluate", "export_safetensors", "load_checkpoint", "lr_at", "make_loader",
+    "make_optimizer", "no_decay", "resolve_device", "save_checkpoint", "start_weights", "steps_in_epoch", "train",
+    "train_epoch", "verify_export",
 ]
 
 METRICS_FILE = "metrics.jsonl"

@@ -29,15 +29,6 @@ def calibration_table_name(suffix: str) -> str:
     return f"calibration_{suffix}"
 
 
-def _open_table(store, name: str):
-    try:
-        return store.db.open_table(name)
-    except ValueError as exc:  # LanceDB: "Table 'name' was not found"
-        if "not found" in str(exc):
-            return None
-        raise
-
-
 def _sample_vectors(table, sample: int, seed: int) -> np.ndarray:
     dataset = table.to_lance()
     total = dataset.count_rows()
@@ -90,7 +81,7 @@ def format_calibration(report: dict) -> str:
 
 def load_fitted_bank(store, suffix: str) -> RivalBank | None:
     """The stored rival bank of a model, or None; cached per table version."""
-    table = _open_table(store, calibration_table_name(suffix))
+    table = store.open_table(calibration_table_name(suffix))
     if table is None:
         return None
     key = (store.uri, suffix, int(table.version))

@@ -43,8 +43,9 @@ class FrameChunk:
 # What FFmpeg and decord say, in words. Their raw text (C++ check expressions, build paths, AVERROR
 # numbers such as 1094995529) is never a reason a user sees (README: what a damaged file gets).
 _AVERROR_INVALIDDATA, _AVERROR_EOF = 1094995529, 541478725
+_NO_MP4_INDEX = "its MP4 index (moov atom) is missing: the file is truncated or was never finished"
 _DECODER_CAUSES = (
-    (r"moov atom not found", "its MP4 index (moov atom) is missing: the file is truncated or was never finished"),
+    (r"moov atom not found", _NO_MP4_INDEX),
     (r"cannot find video stream|no video stream|video stream not found", "no video stream in the file"),
     (r"Decoder not found|decoder .* not found|Unsupported codec|codec not (?:currently )?supported",
      "its video codec is not supported"),
@@ -92,8 +93,7 @@ def open_av(path: str):
         return av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         if _mp4_without_index(path):
-            raise VideoError(path, "open", "its MP4 index (moov atom) is missing: the file is truncated or was "
-                                           "never finished") from None
+            raise VideoError(path, "open", _NO_MP4_INDEX) from None
         raise VideoError(path, "open", ffmpeg_reason(exc)) from None
 
 

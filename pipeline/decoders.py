@@ -27,7 +27,7 @@ from .container import FrameChunk, VideoInfo, ffmpeg_reason
 from .errors import VideoError
 from .frames import FrameTransform
 from .sampling import plan_frame_indices
-from .truncation import raise_if_truncated, shorter_than_declared, truncation_checked
+from .truncation import raise_if_truncated
 
 log = logging.getLogger("vidsift.decode")
 
@@ -149,14 +149,9 @@ def decode_sampled(path: str, facts, transform: FrameTransform, config: IndexCon
                    probe: GpuProbe = DEFAULT_PROBE):
     """The decode stage without decord: scan, check, plan, then a lazy iterator of chunks.
     ``facts`` is the header's ``ContainerFacts`` (already read by ``decode.decode_video``)."""
-    index = pyav_decode.scan(path)
-    if shorter_than_declared(facts, index.file_end):
-        raise_if_truncated(path, facts)
-    try:
-        duration = stream_info(path, index)
-    except VideoError:
-        raise_if_truncated(path, facts)
-        raise
+    index = pyav_decode.scan(path)  # reads every packet: the truncation check needs no other read
+    raise_if_truncated(path, facts, span=(index.video_end, index.file_end))
+    duration = stream_info(path, index)
     choice, gpu = choose_decoder(path, config, probe)
     size = None
     if config.decoder_resize and index.height > 0 and index.width > 0:
@@ -181,7 +176,7 @@ def decode_sampled(path: str, facts, transform: FrameTransform, config: IndexCon
         if batch:
             yield _chunk(batch, starts, transform, config)
 
-    return info, truncation_checked(path, facts, chunks())
+    return info, chunks()  # truncation was decided from the scan above, whatever decoding meets
 
 
 def _chunk(batch, starts: np.ndarray, transform: FrameTransform, config: IndexConfig) -> FrameChunk:

@@ -65,7 +65,7 @@ def no_match_report(store: VideoStore, encoder, videos: list[dict], calibration,
         "curve": [{"threshold": t, **_decide(queries, oow, vocab, t)} for t in THRESHOLDS],
         "reliability": _reliability(reliability),
         "open_set_classification": open_set_classification(store, encoder, videos, calibration, vocab, templates,
-                                                           seed=seed),
+                                                           seed=seed, rows=rows),
         "queries": queries, "out_of_world": oow,
     }
 
@@ -113,16 +113,18 @@ def _reliability(pairs: list[tuple[float, bool]], bins: int = 10) -> dict:
 
 
 def open_set_classification(store: VideoStore, encoder, videos: list[dict], calibration, vocab: Vocabulary,
-                            templates: list[str] | None = None, small_sets: int = 3, seed: int = 0) -> dict:
+                            templates: list[str] | None = None, small_sets: int = 3, seed: int = 0,
+                            rows: dict[str, dict] | None = None) -> dict:
     """Each video classified from its stored segment vectors and clip vector, decided as `vidsift
     classify` decides a clip (``pipeline.classify``): "none" when no segment shows one of the set's
-    labels (``Calibration.set_confidences`` over the classifier's label vectors, > 0.5), else CLIP's
-    top-1. Against the label set without its labels ("none" is right), against the whole set (the
+    labels (``Calibration.set_confidences`` over the classifier's label vectors, above
+    ``MATCH_THRESHOLD``), else CLIP's top-1. Against the label set without its labels ("none" is right), against the whole set (the
     label answered, and the most probable label as before), and, for videos of several scenes,
-    whether every label they show matches."""
+    whether every label they show matches. ``rows``: ``indexed_rows`` with the videos' vectors, when
+    the caller has read them already."""
     labels = list(vocab.labels)
-    suffix = encoder.spec.table_suffix
-    rows = indexed_rows(store, suffix, ("video_id", "path", "vector"))
+    if rows is None:
+        rows = indexed_rows(store, encoder.spec.table_suffix, ("video_id", "path", "vector"))
     classifier = ZeroShotClassifier(encoder, labels, templates)
     vectors = classifier.label_vectors
     table = store.model(encoder.spec).segments()
@@ -131,7 +133,8 @@ def open_set_classification(store: VideoStore, encoder, videos: list[dict], cali
     multi_all = Tally()
 
     def shows_one_of(indices, segs) -> bool:
-        return bool(calibration.set_confidences([labels[i] for i in indices], vectors[indices], segs).max() > 0.5)
+        confidences = calibration.set_confidences([labels[i] for i in indices], vectors[indices], segs)
+        return bool(confidences.max() > MATCH_THRESHOLD)
 
     for video in videos:
         row = rows.get(video["abspath"])
@@ -157,7 +160,7 @@ def open_set_classification(store: VideoStore, encoder, videos: list[dict], cali
             top1.add(label, answer == label)
             top1_before.add(label, labels[int(np.argmax(probs))] == label)
         else:
-            multi_all.add(all(t in labels and matrix[labels.index(t)].max() > 0.5 for t in truth))
+            multi_all.add(all(t in labels and matrix[labels.index(t)].max() > MATCH_THRESHOLD for t in truth))
     return {"none_without_true_label": none_full.to_dict(), "none_small_sets_without_true_label": none_small.to_dict(),
             "top1_with_none": top1.to_dict(), "top1_before": top1_before.to_dict(),
             "multi_scene_all_labels_match": multi_all.to_dict()}

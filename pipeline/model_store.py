@@ -99,7 +99,7 @@ class ModelTables:
         """The stored frames of some videos, grouped by video, in time order: times, vectors
         (float32, one row a frame) and, when asked, thumbnails. Videos without stored frames
         (indexed with ``--no-frames``) are absent."""
-        columns = ["frame_index", "vector", *(["thumbnail"] if thumbnails else [])]
+        columns = ["vector", *(["thumbnail"] if thumbnails else [])]
         grouped: dict[str, list[dict]] = {}
         for row in self.frame_rows(video_ids, columns):
             grouped.setdefault(row["video_id"], []).append(row)

@@ -133,18 +133,6 @@ FAILURE = Record("failure", (
 ))
 
 
-def segments_schema(dim: int) -> pa.Schema:
-    return SEGMENT.schema(dim)
-
-
-def frames_schema(dim: int) -> pa.Schema:
-    return FRAME.schema(dim)
-
-
-def videos_schema(dim: int) -> pa.Schema:
-    return VIDEO.schema(dim)
-
-
 FAILURES_SCHEMA = FAILURE.schema()
 
 

@@ -21,13 +21,15 @@ def readable_span(path: str) -> tuple[float, float]:
     return index.video_end, index.file_end
 
 
-def truncation_reason(path: str, facts: ContainerFacts | None = None) -> str | None:
+def truncation_reason(path: str, facts: ContainerFacts | None = None,
+                      span: tuple[float, float] | None = None) -> str | None:
     """The reason a file is recorded as damaged, when it ends well before the duration its header
-    declares (an interrupted copy, download or recording), else None."""
+    declares (an interrupted copy, download or recording), else None. ``span``: ``readable_span``'s
+    two figures when the caller has just read them (a full read of the file, not to be done twice)."""
     facts = facts or container_facts(path)
     if not facts.declared_s:
         return None
-    video_end, file_end = readable_span(path)
+    video_end, file_end = span or readable_span(path)
     if file_end >= facts.declared_s - TRUNCATION_TOLERANCE_S:
         return None
     return (f"truncated or damaged: its video stops at {video_end:.1f} s but its header declares "
@@ -41,8 +43,8 @@ def shorter_than_declared(facts: ContainerFacts, seen_s: float) -> bool:
     return bool(facts.declared_s) and seen_s < facts.declared_s - TRUNCATION_TOLERANCE_S
 
 
-def raise_if_truncated(path: str, facts: ContainerFacts) -> None:
-    reason = truncation_reason(path, facts)
+def raise_if_truncated(path: str, facts: ContainerFacts, span: tuple[float, float] | None = None) -> None:
+    reason = truncation_reason(path, facts, span)
     if reason:
         raise VideoError(path, "decode", reason)
 

@@ -90,7 +90,6 @@ class Follower:
                  storage_options: dict | None = None, clock: Callable[[], float] = time.monotonic,
                  on_action: Callable[[Action], None] = lambda action: None):
         self.store, self.tables = store, store.model(spec)
-        self.model_key = spec.key
         self.roots = [root_of(item) for item in inputs]
         self.index_once, self.config, self.options = index_once, config, storage_options
         self.clock, self.on_action = clock, on_action
@@ -155,16 +154,17 @@ class Follower:
         report = self.index_once(paths)
         after = self.tables.indexed_files()
         failed = {f.path: f for f in getattr(report, "failures", [])}
+        models = (self.tables.key,)
         for f in ready:
             self.handled[f.path] = (f.size_bytes, f.mtime_ns)
             self.settler.done(f.path)
             old, new = before.get(f.path), after.get(f.path)
             if f.path in failed:
-                action = Action("failed", f.path, (self.model_key,), f"{failed[f.path].stage}: {failed[f.path].reason}")
+                action = Action("failed", f.path, models, f"{failed[f.path].stage}: {failed[f.path].reason}")
             elif new is None:
-                action = Action("skipped", f.path, (self.model_key,), "same content as a video already indexed")
+                action = Action("skipped", f.path, models, "same content as a video already indexed")
             elif old is None or old["video_id"] != new["video_id"]:
-                action = Action("added" if old is None else "changed", f.path, (self.model_key,))
+                action = Action("added" if old is None else "changed", f.path, models)
             else:
                 continue  # the same bytes (only touched): nothing to say
             self.on_action(action)
@@ -182,7 +182,7 @@ class Follower:
             last = self.recorded.get(root)
             if force or self.counts[root] or last is None or now - last >= self.config.record_every_s:
                 with self.store.exclusive_writer():
-                    record_scan(self.store, root.path, self.model_key, self.counts[root], "watch")
+                    record_scan(self.store, root.path, self.tables.key, self.counts[root], "watch")
                 self.counts[root], self.recorded[root] = ScanCounts(), now
 
     def flush(self) -> None:

@@ -161,14 +161,14 @@ def test_fast_arrow_conversion_equals_the_row_by_row_reference():
     ``pyarrow.Table.from_pylist`` makes from plain lists (the reference path)."""
     import pyarrow as pa
 
-    from vidsift.pipeline.records import frames_schema, to_arrow
+    from vidsift.pipeline.records import FRAME, to_arrow
 
     rng = np.random.default_rng(0)
     rows = [{"frame_id": f"v:{i}", "video_id": "v", "frame_index": i, "time": i * 0.5, "thumbnail": b"jpg",
              "vector": rng.normal(size=8).astype(np.float32)} for i in range(5)]
-    reference = pa.Table.from_pylist([{**r, "vector": r["vector"].tolist()} for r in rows], schema=frames_schema(8))
-    assert to_arrow(rows, frames_schema(8)).equals(reference)
-    assert to_arrow([], frames_schema(8)).equals(pa.Table.from_pylist([], schema=frames_schema(8)))
+    reference = pa.Table.from_pylist([{**r, "vector": r["vector"].tolist()} for r in rows], schema=FRAME.schema(8))
+    assert to_arrow(rows, FRAME.schema(8)).equals(reference)
+    assert to_arrow([], FRAME.schema(8)).equals(pa.Table.from_pylist([], schema=FRAME.schema(8)))
 
 
 def _record(video_id: str, path: str, n_segments: int, rng, dim: int = 8):

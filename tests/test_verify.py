@@ -11,7 +11,7 @@ import pytest
 from vidsift.pipeline.config import IndexConfig, SamplingConfig, SegmentConfig
 from vidsift.pipeline.indexing import index_sequential
 from vidsift.pipeline.model_store import ModelRef
-from vidsift.pipeline.records import Failure, SegmentRow, VideoRecord, frames_schema, segments_schema, to_arrow
+from vidsift.pipeline.records import FRAME, SEGMENT, Failure, SegmentRow, VideoRecord, to_arrow
 from vidsift.pipeline.store import VideoStore
 from vidsift.pipeline.verify import verify_store
 from tests.conftest import make_video, run_cli
@@ -62,9 +62,9 @@ def test_orphans_and_exact_copies_are_found_and_deleted(archive):
     before = {r["segment_id"] for r in _rows(tables, "segments")}
     copy = _rows(tables, "segments")[0]
     orphan = {**copy, "segment_id": "ghost:00000", "video_id": "ghost"}
-    segments.add(to_arrow([copy, orphan], segments_schema(dim)))  # a row stored twice, and an orphan
+    segments.add(to_arrow([copy, orphan], SEGMENT.schema(dim)))  # a row stored twice, and an orphan
     frame = {**_rows(tables, "frames")[0], "frame_id": "ghost:000000", "video_id": "ghost"}
-    frames.add(to_arrow([frame], frames_schema(dim)))
+    frames.add(to_arrow([frame], FRAME.schema(dim)))
 
     found = verify_store(store)
     assert _kinds(found) == ["duplicate_rows", "orphan_rows", "orphan_rows"] and found.needs_attention
@@ -85,14 +85,14 @@ def test_an_incomplete_video_is_requeued_and_the_next_index_redoes_it(archive, t
     (row,) = [r for r in _rows(tables, "segments") if r["segment_id"] == key]
     tables.segments().delete(f"segment_id = '{key}'")
     lance.write_dataset(to_arrow([{**row, "vector": [float("nan")] * len(row["vector"])}],  # LanceDB refuses NaN:
-                                 segments_schema(len(row["vector"]))),  # a worker's fragment would not
+                                 SEGMENT.schema(len(row["vector"]))),  # a worker's fragment would not
                         tables.segments().to_lance().uri, mode="append")
     third = _rows(tables, "videos")[2]
     key = f"{third['video_id']}:00000"
     (row,) = [r for r in _rows(tables, "segments") if r["segment_id"] == key]
     tables.segments().delete(f"segment_id = '{key}'")
     tables.segments().add(to_arrow([{**row, "vector": [2 * x for x in row["vector"]]}],
-                                              segments_schema(len(row["vector"]))))
+                                              SEGMENT.schema(len(row["vector"]))))
 
     found = verify_store(store)
     assert _kinds(found) == ["bad_vectors", "bad_vectors", "missing_segments"]
@@ -158,7 +158,7 @@ def test_the_cli_exits_3_with_problems_and_0_once_repaired(archive):
     store, _, tables = archive
     copy = _rows(tables, "segments")[0]
     tables.segments().add(to_arrow([{**copy, "segment_id": "ghost:00000", "video_id": "ghost"}],
-                                              segments_schema(len(copy["vector"]))))
+                                              SEGMENT.schema(len(copy["vector"]))))
     found = run_cli("verify", "--db", store.uri, "--json")
     assert found.returncode == 3, found.stderr
     payload = json.loads(found.stdout)

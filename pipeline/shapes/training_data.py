@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from vidsift.models.train import ValData
+from vidsift.models.validation import ValData
 
 from ..errors import InputError
 from ..frames import FrameTransform
@@ -64,9 +64,6 @@ class CaptionNoise:
         if rng.random() < self.period_prob:
             caption += "."
         return caption
-
-
-NO_NOISE = CaptionNoise(distractor_prob=0.0, period_prob=0.0)
 
 
 # --- archives ------------------------------------------------------------------------------
