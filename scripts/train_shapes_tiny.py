@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=str(REPO / "models" / "weights" / "shapes-tiny.safetensors"))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
     parser.add_argument("--epochs", type=int, default=TRAIN["epochs"])
+    parser.add_argument("--seed", type=int, default=TRAIN["seed"], help="initialisation and batch order")
+    parser.add_argument("--weight-decay", type=float, default=TRAIN["weight_decay"])
     parser.add_argument("--train-videos", type=int, default=TRAIN_ARCHIVE["n_videos"])
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--device", default="auto")
@@ -88,8 +90,9 @@ def main(argv=None) -> int:
                          progress=True)
     print(f"{len(dataset)} training frames of {len(dataset.pairs())} labels, {len(val.images)} validation "
           f"frames; data ready in {time.time() - started:.0f} s", flush=True)
-    cfg = TrainConfig(**{**TRAIN, "epochs": args.epochs}, out_dir=args.out, export_path=args.weights,
-                      threads=args.threads, resume=args.resume, device=args.device)
+    recipe = {**TRAIN, "epochs": args.epochs, "seed": args.seed, "weight_decay": args.weight_decay}
+    cfg = TrainConfig(**recipe, out_dir=args.out, export_path=args.weights, threads=args.threads,
+                      resume=args.resume, device=args.device)
     result = train(cfg, dataset, val)
     print(json.dumps({**result, "total_s": round(time.time() - started)}, indent=2), flush=True)
     return 0
