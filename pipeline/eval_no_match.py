@@ -118,9 +118,9 @@ def open_set_classification(store: VideoStore, encoder, videos: list[dict], cali
     """Each video classified from its stored segment vectors and clip vector, decided as `vidsift
     classify` decides a clip (``pipeline.classify``): "none" when no segment shows one of the set's
     labels (``Calibration.set_confidences`` over the classifier's label vectors, above
-    ``MATCH_THRESHOLD``), else CLIP's top-1. Against the label set without its labels ("none" is right), against the whole set (the
-    label answered, and the most probable label as before), and, for videos of several scenes,
-    whether every label they show matches. ``rows``: ``indexed_rows`` with the videos' vectors, when
+    ``MATCH_THRESHOLD``), else CLIP's top-1. Against the label set without its labels ("none" is
+    right), against the whole set (the label answered, and the most probable label as before), and,
+    for videos of several scenes, whether every label they show matches. ``rows``: ``indexed_rows`` with the videos' vectors, when
     the caller has read them already."""
     labels = list(vocab.labels)
     if rows is None:

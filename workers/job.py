@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 from vidsift import models, pipeline, workers
 from vidsift.models.spec import ModelSpec
 from vidsift.pipeline import interrupts
