@@ -22,17 +22,17 @@ labels") the labels count together against what is outside the set (``set_confid
 nothing is fitted on labels. A text with no content word (only "a", "the", "photo"...) describes
 nothing and has confidence 0.
 
-Rival descriptions come from the archive without labels (``confidence_fit.fit_calibration``, `vidsift
-calibrate`; the banks are built in ``confidence_bank``, from the words of ``confidence_words``):
+Rival descriptions come without labels from the user. A bundled model of a closed world
+(shapes-tiny) ships its world's descriptions (``confidence_words.ClosedWorld``: its 28 colour-shape
+phrases), its "default". Any other model gets them from the archive (``confidence_fit.fit_calibration``,
+`vidsift calibrate`; banks are built in ``confidence_bank``, from the words of ``confidence_words``):
 a vocabulary the model reads (English words from open_clip's tokenizer vocabulary, most frequent
-first; a bundled model trained on a closed vocabulary ships the words of its training captions),
-minus the words the model does not react to (their embedding is the empty text's); each sampled
-segment is described by its top words (scores centred on the archive's mean, so what sets the
-segment apart counts), and the phrases of those words (each word, each ordered pair) that describe
-the most segments are stored in ``calibration_<model>``. Without a fitted calibration, a model with a
-small vocabulary (the bundled shapes-tiny) uses all its words and ordered pairs (the "default"),
-and any other model compares with the content-free prompts only ("none": near misses are not
-caught), which every output says.
+first), minus the words the model does not react to (their embedding is the empty text's); each
+sampled segment is described by its top words (scores centred on the archive's mean, so what sets
+the segment apart counts), and the phrases of those words (each word, each ordered pair) that
+describe the most segments are stored in ``calibration_<model>``. Without a fitted calibration such
+a model compares with the content-free prompts only ("none": near misses are not caught), which
+every output says.
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ class Calibration:
         """What the outputs say about where the calibration comes from."""
         notes = {
             "fitted": "fitted on this archive by `vidsift calibrate` (no labels)",
-            "default": f"the default of {self.model.split('|')[0]} (its own vocabulary; run `vidsift calibrate` "
+            "default": f"the default of {self.model.split('|')[0]} (its world's descriptions; run `vidsift calibrate` "
                        "to fit it on this archive)",
             "none": "none: compared with content-free prompts only, near misses are not caught "
                     "(run `vidsift calibrate`)",

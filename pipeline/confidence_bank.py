@@ -2,10 +2,10 @@
 
 Two banks, both without labels from the user:
 
-- the *default* bank, for a model that ships its own closed vocabulary (the bundled shapes-tiny):
-  every informative word and ordered pair of words. It depends only on the model's weights, so it is
-  embedded once per model and kept in a file cache (``BankCache``): a one-shot `vidsift search`
-  would otherwise re-embed it on every run (~1 s of CPU);
+- the *default* bank, for a bundled model of a closed world (shapes-tiny): the descriptions of its
+  world (``confidence_words.ClosedWorld``), with their prompt ensembles when a rule asks for them. It
+  depends only on the model's weights, so it is embedded once per model and kept in a file cache
+  (``BankCache``): a one-shot `vidsift search` would otherwise re-embed it on every run;
 - a *fitted* bank (``fit_bank``, `vidsift calibrate`): the words and word pairs that describe the
   most segments of the user's own archive, from the model's vocabulary (stored in the archive by
   ``pipeline.confidence_fit``).
@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .confidence_words import content_words, has_own_vocabulary, model_vocabulary
+from .confidence_words import content_words, model_vocabulary, world_descriptions
 from .prompt_templates import prompt_ensembles
 
 INFORMATIVE_FRACTION = 0.1     # a word the model moves less than this x the median word is ignored
 WORDS_PER_SEGMENT = 3          # each sampled segment is described by its 3 best words
 MAX_PHRASES = 2048
-DEFAULT_BANK_MAX_WORDS = 64    # words of a shipped vocabulary paired into the default bank
-BANK_RECIPE = 1                # bump when default_bank's phrases or vectors change: old cache files go stale
+BANK_RECIPE = 2                # bump when default_bank's phrases or vectors change: old cache files go stale
 
 
 @dataclass
@@ -109,8 +108,8 @@ class BankCache:
     """Default rival banks on disk, one file per (model weights, vocabulary, recipe).
 
     The key hashes ``spec.key`` (which holds a digest of a checkpoint's or bundled model's weights,
-    or the open_clip pretrained tag), the vocabulary's words and ``BANK_RECIPE``: new weights, a new
-    vocabulary or a new recipe make a new file, never a stale answer. A file that cannot be read, or
+    or the open_clip pretrained tag), the bank's phrases and ``BANK_RECIPE``: new weights, new
+    phrases or a new recipe make a new file, never a stale answer. A file that cannot be read, or
     does not hold what its key says, is recomputed and replaced (written to a temporary name, then
     renamed, so a reader never sees half a file)."""
 
@@ -120,8 +119,9 @@ class BankCache:
     def default(cls) -> "BankCache":
         return cls(cache_root() / "rival-banks")
 
-    def path(self, model_key: str, words: list[str], templates: tuple[str, ...] = ()) -> Path:
-        digest = hashlib.sha256(json.dumps([BANK_RECIPE, model_key, words, list(templates)]).encode()).hexdigest()[:24]
+    def path(self, model_key: str, phrases: list[str], templates: tuple[str, ...] = ()) -> Path:
+        key = json.dumps([BANK_RECIPE, model_key, phrases, list(templates)])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         return self.folder / f"{digest}.npz"
 
     def load(self, path: Path, model_key: str) -> RivalBank | None:
@@ -152,24 +152,21 @@ class BankCache:
 
 
 def default_bank(encoder, cache: BankCache | None = None, templates: tuple[str, ...] = ()) -> RivalBank:
-    """Without a fitted calibration: every informative word and ordered word pair of a model that
-    ships its own closed vocabulary (shapes-tiny), with each phrase's prompt ensemble over
-    ``templates`` when given; read from ``cache`` (``BankCache.default()``) when it was embedded
-    before. Nothing for a model that reads English (too many words to pair without knowing which
-    ones the archive needs)."""
-    spec = encoder.spec
-    if not has_own_vocabulary(spec):
+    """Without a fitted calibration: the descriptions of a bundled model's closed world (shapes-tiny's
+    28 colour-shape phrases), with each phrase's prompt ensemble over ``templates`` when given; read
+    from ``cache`` (``BankCache.default()``) when it was embedded before. Nothing for a model that
+    reads English (its world cannot be listed: `vidsift calibrate` fits rivals on the archive)."""
+    world = world_descriptions(encoder.spec)
+    if world is None:
         return no_rivals(encoder.embed_dim)
-    words, origin = model_vocabulary(spec)
+    phrases, origin = world
     cache = cache or BankCache.default()
-    path = cache.path(encoder.model_key, words, tuple(templates))
+    path = cache.path(encoder.model_key, phrases, tuple(templates))
     found = cache.load(path, encoder.model_key)
     if found is not None:
         return found
-    kept = informative_words(encoder, words)[0][:DEFAULT_BANK_MAX_WORDS]
-    phrases = kept + [f"{a} {b}" for a in kept for b in kept if a != b]
     bank = RivalBank(phrases, encode_texts(encoder, phrases), "default",
-                     {"vocabulary": origin, "words": len(kept), "model": encoder.model_key},
+                     {"vocabulary": origin, "model": encoder.model_key},
                      prompt_ensembles(encoder, phrases, templates) if templates else None)
     cache.save(path, bank)
     return bank
@@ -179,10 +176,11 @@ def default_bank(encoder, cache: BankCache | None = None, templates: tuple[str, 
 
 def fit_bank(encoder, segment_vectors: np.ndarray, words: list[str] | None = None,
              words_per_segment: int = WORDS_PER_SEGMENT, max_phrases: int = MAX_PHRASES,
-             progress=None) -> RivalBank:
+             progress=None, pairs: bool = True) -> RivalBank:
     """Rival phrases describing these segments, from the model's vocabulary, without labels: each
     segment's ``words_per_segment`` best words (scores centred on the segments' mean, so what sets
-    a segment apart counts), and the words and ordered pairs of words describing the most segments."""
+    a segment apart counts), and the words and ordered pairs of words describing the most segments.
+    With ``pairs=False`` the ``words`` are whole descriptions (a closed world's), kept as they are."""
     origin = "the given words"
     if words is None:
         words, origin = model_vocabulary(encoder.spec)
@@ -201,7 +199,8 @@ def fit_bank(encoder, segment_vectors: np.ndarray, words: list[str] | None = Non
             for row in top:
                 chosen = [words[j] for j in row]
                 counts.update((w,) for w in chosen)
-                counts.update((a, b) for a in chosen for b in chosen if a != b)
+                if pairs:
+                    counts.update((a, b) for a in chosen for b in chosen if a != b)
     phrases = [" ".join(p) for p, _ in counts.most_common(max_phrases)]
     return RivalBank(phrases, encode_texts(encoder, phrases), "fitted",
-                     {"vocabulary": origin, "informative_words": len(words), "segments_sampled": int(len(x))})
+                     {"vocabulary": origin, "candidates": len(words), "segments_sampled": int(len(x))})

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .confidence_bank import RivalBank, fit_bank
-from .confidence_words import VOCABULARY_SIZE, model_vocabulary
+from .confidence_words import VOCABULARY_SIZE, model_vocabulary, world_descriptions
 from .errors import InputError
 from .search import require_indexed
 
@@ -52,8 +52,15 @@ def fit_calibration(store, encoder, sample: int = SAMPLE_SEGMENTS, vocabulary_si
         raise InputError(f"Nothing is indexed with {spec.key}: index videos before calibrating.")
     segments = table.count_rows()
     x = _sample_vectors(table, sample, seed)
-    words, origin = model_vocabulary(spec, vocabulary_size)
-    bank = fit_bank(encoder, x, words, progress=progress)
+    # A closed world's rivals are its descriptions (see confidence_words.ClosedWorld): the fit keeps
+    # those that describe this archive. Any other model's are its words and pairs of them.
+    world = world_descriptions(spec)
+    if world is not None:
+        candidates, origin = world
+        bank = fit_bank(encoder, x, candidates, progress=progress, pairs=False)
+    else:
+        candidates, origin = model_vocabulary(spec, vocabulary_size)
+        bank = fit_bank(encoder, x, candidates, progress=progress)
     bank.info["vocabulary"] = origin
     info = {**bank.info, "model": spec.key, "segments": segments, "table_version": int(table.version),
             "fitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -75,7 +82,7 @@ def format_calibration(report: dict) -> str:
     """`vidsift calibrate`'s human text."""
     return (f"calibrated {report['model']} on this archive ({report['segments']} segments, "
             f"{report['segments_sampled']} sampled, no labels): {report['phrases']} rival phrases from "
-            f"{report['informative_words']} words ({report['vocabulary']}); e.g. "
+            f"{report['candidates']} candidates ({report['vocabulary']}); e.g. "
             + ", ".join(report["examples"][:8]))
 
 

@@ -277,6 +277,26 @@ def test_any_open_clip_model_gets_a_calibration(tmp_path, random_vit):
     assert all(w.isalpha() for phrase in fitted.bank.phrases for w in phrase.split())
 
 
+def test_shapes_tiny_weighs_a_query_against_the_descriptions_of_its_world(tiny, tmp_path):
+    """A closed-world model's rivals are what its world can show (every colour-shape pair), not
+    pairs of its caption words: "single green" or "green black" fit a green square as well as "a
+    green square" does (compatible, not an alternative) and would make true hits look weak."""
+    from vidsift.pipeline.shapes.world import COLOURS, SHAPES
+
+    bank = default_bank(tiny, BankCache(tmp_path / "banks"))
+    assert bank.source == "default" and "descriptions" in bank.info["vocabulary"]
+    assert sorted(bank.phrases) == sorted(f"{c} {s}" for c in COLOURS for s in SHAPES)
+    # A green square's own label and its shape alone are not rivals of "a green square"; other pairs are.
+    valid = dict(zip(bank.phrases, bank.valid_for(content_words("a green square"))))
+    assert not valid["green square"] and valid["green circle"] and valid["blue square"]
+    # Other weights under the same name (a checkpoint) read English: no closed world, no default rivals.
+    from vidsift.pipeline.confidence_words import world_descriptions
+    from vidsift.models.spec import ModelSpec
+
+    assert world_descriptions(ModelSpec("shapes-tiny", "/some/checkpoint.safetensors")) is None
+    assert world_descriptions(ModelSpec("ViT-B-32", "laion2b_s34b_b79k")) is None
+
+
 # ---- the default bank, embedded once per model --------------------------------------------------
 class CountingEncoder:
     """The encoder, counting the texts it embeds."""
@@ -305,8 +325,7 @@ def test_the_default_bank_is_embedded_once_per_model_and_read_back_from_the_cach
     assert again.source == "default" and again.info["vocabulary"] == first.info["vocabulary"]
     # Another model's weights (another spec.key) have another file; a file that does not hold what
     # its key says, or cannot be read, is not used: the bank is embedded again and the file replaced.
-    words = [w for w in first.phrases if " " not in w]
-    assert cache.path("shapes-tiny|ckpt-0123456789ab", words) != cache.path(tiny.model_key, words)
+    assert cache.path("shapes-tiny|ckpt-0123456789ab", first.phrases) != cache.path(tiny.model_key, first.phrases)
     assert cache.load(files[0], "shapes-tiny|ckpt-0123456789ab") is None
     files[0].write_bytes(b"not a bank")
     rebuilt = default_bank(counting, cache)
