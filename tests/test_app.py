@@ -7,6 +7,7 @@ classification that are right) use the bundled shapes-tiny model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -529,15 +531,43 @@ def test_bad_uploads_leave_the_archive_untouched(server, client, tmp_path):
     assert sorted(server.config.uploads_dir.rglob("*.mp4")) == [p for p in uploads_before if p.suffix == ".mp4"]
 
 
+@contextlib.contextmanager
+def sigint_as_in_a_terminal():
+    """Children started in the block get SIGINT as a terminal's foreground job has it. A command
+    started in the background of a script (``pytest ... &``) runs with SIGINT ignored, its children
+    keep that through exec, and Python then installs no KeyboardInterrupt handler: the app would
+    never see the Ctrl-C a test sends. Main thread only (``signal.signal``)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def hold_heartbeat(url: str, opened) -> None:
+    """What an open page holds: Gradio's heartbeat stream, read until the server ends it."""
+    try:
+        with httpx.stream("GET", url, timeout=httpx.Timeout(10.0, read=None)) as response:
+            response.raise_for_status()
+            opened.set()
+            for _ in response.iter_bytes():
+                pass
+    except httpx.HTTPError:
+        pass
+
+
 def test_vidsift_app_command_prints_its_url_and_listens_on_loopback(server, tmp_path):
     """It also announces itself (for `vidsift search` to ask it) once its model is loaded, and
-    withdraws the announcement when stopped."""
+    withdraws the announcement when stopped. Ctrl-C with a page open (its heartbeat stream held)
+    stops it cleanly too, the stream ended by the server."""
     port = free_port()
     runtime = tmp_path / "runtime"
-    proc = subprocess.Popen([sys.executable, "-m", "vidsift.app.cli", "app", "--db", str(server.db), "--model", "ViT-B-32",
-                             "--pretrained", "none", "--port", str(port), "--allow-dir", str(server.archive)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "VIDSIFT_RUNTIME_DIR": str(runtime)})
+    with sigint_as_in_a_terminal():
+        proc = subprocess.Popen([sys.executable, "-m", "vidsift.app.cli", "app", "--db", str(server.db), "--model",
+                                 "ViT-B-32", "--pretrained", "none", "--port", str(port), "--allow-dir",
+                                 str(server.archive)],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "VIDSIFT_RUNTIME_DIR": str(runtime)})
     try:
         deadline, line = time.monotonic() + 90, ""
         while "vidsift app: serving" not in line and time.monotonic() < deadline:
@@ -552,9 +582,18 @@ def test_vidsift_app_command_prints_its_url_and_listens_on_loopback(server, tmp_
             time.sleep(0.5)
         (announcement,) = runtime.glob("*.json")
         assert json.loads(announcement.read_text())["url"] == f"http://127.0.0.1:{port}"
+        page_open = threading.Event()
+        page = threading.Thread(target=hold_heartbeat, daemon=True,
+                                args=(f"http://127.0.0.1:{port}/gradio_api/heartbeat/test-page", page_open))
+        page.start()
+        assert page_open.wait(timeout=30)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        # Shutdown is well under a second of work (a server thread, the announcement, no heap-wide
+        # garbage collection at exit); 30 s is room for a loaded machine, not a measurement.
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
         assert not announcement.exists()
+        page.join(timeout=30)
+        assert not page.is_alive()  # the server ended the page's stream
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,16 +1,21 @@
 """The batch job on a real multi-node Ray cluster (a head and a worker node on loopback), reading
 videos from an S3-compatible server and writing the archive there; a node dies mid-job; the same
 job through Ray Jobs. Everything started here is stopped by PID (tests/ray_cluster.py,
-tests/s3_server.py)."""
+tests/s3_server.py). Then, without a cluster, how the driver counts a video lost with its node."""
+import collections
 import json
 import subprocess
 import sys
 import time
 import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from vidsift.pipeline.config import IndexConfig, SamplingConfig
+from vidsift.pipeline.indexing import Failed, WorkItem
+from vidsift.pipeline.jobs import Attempt, JobLimits
 from vidsift.pipeline.store import VideoStore
 from tests.conftest import REPO, make_video, run_cli
 from tests.ray_cluster import LoopbackCluster
@@ -130,3 +135,101 @@ def test_an_unreachable_archive_is_one_line_and_exit_1(tmp_path, s3):
         assert len(lines) == 1 and "s3://nowhere/db" in lines[0] and cause in lines[0].lower(), lines
         answer = json.loads(result.stdout)  # --json: the error as JSON on stdout too
         assert answer["exit_status"] == 1 and "s3://nowhere/db" in answer["error"]
+
+
+# ---- a node dying is not the video's fault: the driver's and the task's side, without a cluster ----
+class _Writer:
+    def __init__(self):
+        self.failed = []
+
+    def fail(self, path, stage, reason):
+        self.failed.append((path, stage, reason))
+
+
+def _coordinator(monkeypatch, attempts: int):
+    """The job's driver loop as far as counting goes: what `_Coordinator.__init__` would start on
+    Ray is not needed to read a task's last message."""
+    from vidsift.workers import job
+
+    monkeypatch.setattr(job, "NODE_LOSS_PAUSE_S", 0.0)
+    coordinator = object.__new__(job._Coordinator)
+    coordinator.ray = SimpleNamespace(get=lambda ref: ref())
+    coordinator.limits, coordinator.writer = JobLimits(attempts=attempts), _Writer()
+    coordinator.in_flight, coordinator.losses, coordinator.paused = {}, collections.Counter(), []
+    return job, coordinator
+
+
+def _finished(coordinator, attempt, outcome, queue) -> int:
+    """One task of ``attempt`` ends with ``outcome`` (its last message, or the Ray error raised)."""
+    def ref():
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    generator = iter([ref])
+    coordinator.in_flight[generator] = attempt
+    done = coordinator._read(generator, queue)
+    coordinator._resume(queue)
+    return done
+
+
+def test_a_video_lost_with_its_node_is_tried_again_without_spending_its_attempts(monkeypatch):
+    from ray.exceptions import NodeDiedError, WorkerCrashedError
+
+    from vidsift.workers.tasks import Lost
+
+    job, coordinator = _coordinator(monkeypatch, attempts=2)
+    item, queue = WorkItem("s3://in/videos/a.mp4", 10, 1), collections.deque()
+    losses = [NodeDiedError("the node died"), Lost("ActorUnavailableError: the actor is temporarily unavailable")]
+    for i in range(job.NODE_LOSSES):  # lost with its node, or with the embedding actor it used
+        assert _finished(coordinator, Attempt(item, 1, where="127.0.0.1"), losses[i % 2], queue) == 0
+        assert list(queue) == [(item, 1)] and coordinator.writer.failed == []  # again, as its first attempt
+        queue.clear()
+    # Free retries are bounded: a video that keeps taking its node down counts its attempts then.
+    assert _finished(coordinator, Attempt(item, 1), losses[1], queue) == 0
+    assert list(queue) == [(item, 2)]
+    queue.clear()
+    # A decoder that dies on a live node may be the file's doing: counted at once, as before.
+    assert _finished(coordinator, Attempt(item, 2, where="127.0.0.1"), WorkerCrashedError(), queue) == 1
+    ((path, stage, reason),) = coordinator.writer.failed
+    assert (path, stage) == (item.path, "decode") and reason.startswith("gave up after 2 attempts: the decoding "
+                                                                        "process died"), reason
+    assert not queue and not coordinator.paused
+
+    # The pause before a lost video is tried again: the cluster needs seconds to notice the node.
+    monkeypatch.setattr(job, "NODE_LOSS_PAUSE_S", 3600.0)
+    other = WorkItem("s3://in/videos/b.mp4", 10, 1)
+    assert _finished(coordinator, Attempt(other, 1), NodeDiedError("the node died"), queue) == 0
+    assert not queue and [entry[1:] for entry in coordinator.paused] == [(other, 1)]
+
+
+def test_an_unreachable_embedding_actor_makes_the_video_lost_not_failed(monkeypatch, tmp_path):
+    """Ray gives up on a call to an actor whose node died after a few quick retries, often before
+    the cluster has noticed and restarted it elsewhere: the video task says ``Lost`` (tried again),
+    where ``run_video`` alone records the video as failed for good."""
+    import ray
+    from ray.exceptions import ActorUnavailableError
+
+    from vidsift.pipeline.indexing import run_video
+    from vidsift.workers import tasks
+
+    make_video(tmp_path / "a.mp4", fps=10, durations=(2.0,))
+    item = WorkItem(str(tmp_path / "a.mp4"), (tmp_path / "a.mp4").stat().st_size, 1)
+    unreachable = object()
+
+    def get(ref):
+        if ref is unreachable:
+            raise ActorUnavailableError("RpcError: failed to connect to all addresses", None)
+        return ref
+
+    monkeypatch.setattr(ray, "get", get)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "head"))
+    actor = SimpleNamespace(encode=SimpleNamespace(remote=lambda pixels: unreachable))
+    target = SimpleNamespace(segments_uri=str(tmp_path / "db"), storage_options={}, model_key="m")
+    config = IndexConfig(sampling=SamplingConfig(fps=2.0))
+    args = ({"size": 32}, config, target, 64)
+    messages = list(tasks.video_task(item, {"worker": [actor]}, *args))
+    assert [type(m).__name__ for m in messages] == ["Started", "Probed", "Lost"], messages
+    assert messages[-1].cause.startswith("ActorUnavailableError: ")
+    # What the task used to pass on: a failure, recorded at once and never retried.
+    (failed,) = [m for m in run_video(item, tasks.remote_encode(actor, []), *args) if isinstance(m, Failed)]
+    assert failed.stage == "index" and failed.reason.startswith("ActorUnavailableError")

@@ -16,6 +16,12 @@ video is one task the driver can time, retry a bounded number of times and final
 the node and the cause, while the job goes on. Nodes may join (the window of tasks in flight
 follows the cluster's CPUs) and leave (their tasks are retried elsewhere).
 
+A node that dies is not the video's fault: a video lost with its node, or with the embedding actor
+it was using, is tried again after a pause (the cluster takes seconds to notice the node is gone
+and restart its actors elsewhere), without spending the attempts that ``--attempts`` gives it
+against a file that kills or hangs its decoder. Such free retries are bounded too
+(``NODE_LOSSES``): a video that keeps taking its node down is then counted as any other.
+
 Stopping: SIGINT and SIGTERM are noted and acted on at the loop's next turn (``pipeline.
 interrupts``; raised inside a Ray call they came out as a SystemError, and Ray's own SIGTERM
 handler aborted the driver): tasks in flight are cancelled, every finished video is committed,
@@ -27,6 +33,7 @@ the next run.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import shutil
 import tempfile
@@ -47,9 +54,13 @@ from vidsift.pipeline.progress import job_progress, show_frames
 from vidsift.pipeline.storage import ListedFile, stat_input
 from vidsift.pipeline.store import VideoStore
 
-from .tasks import EmbedActor, Started, video_task
+from .tasks import EmbedActor, Lost, Started, video_task
+
+log = logging.getLogger(__name__)
 
 RUNNER = "ray"
+NODE_LOSSES = 3  # times a video may be lost with a node (or its embedding actor) before that counts as an attempt
+NODE_LOSS_PAUSE_S = 5.0  # before such a video is tried again; doubled each time it is lost again
 RAY_JOBS_HINT = ("submit the job with Ray Jobs instead: ray job submit --address http://HEAD:8265 "
                  "--working-dir . -- vidsift index ...")
 
@@ -216,6 +227,8 @@ class _Coordinator:
         self.actors = _start_embedders(ray, spec, cluster)
         self.preprocess_ref = ray.put(preprocess_cfg)
         self.in_flight: dict = {}
+        self.losses: collections.Counter = collections.Counter()  # by path: times lost with a node
+        self.paused: list[tuple[float, WorkItem, int]] = []  # (not before, item, tries): lost, waiting
         self.progress = progress
 
     def _window(self) -> int:
@@ -232,13 +245,18 @@ class _Coordinator:
         bar = job_progress(len(todo), self.progress)
         window, window_checked = self._window(), time.monotonic()
         try:
-            while queue or self.in_flight:
+            while queue or self.in_flight or self.paused:
                 interrupts.safe_point()  # a signal that came during a commit stops the job here
                 if time.monotonic() - window_checked > 5:
                     window, window_checked = self._window(), time.monotonic()
+                self._resume(queue)
                 while queue and len(self.in_flight) < window:
                     self._submit(*queue.popleft())
-                ready, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0.5)
+                if self.in_flight:
+                    ready, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=0.5)
+                else:  # only lost videos left, pausing
+                    ready = []
+                    time.sleep(0.5)
                 for generator in ready:
                     done = self._read(generator, queue)
                     bar.update(done)
@@ -264,7 +282,12 @@ class _Coordinator:
             return self._retry_or_fail(attempt, queue, "its task ended without a result")
         except Exception as exc:  # noqa: BLE001 - the process or node died, or the task was cancelled
             del self.in_flight[generator]
+            if _lost_with_node(exc):
+                return self._lost(attempt, queue, _describe_ray_error(exc))
             return self._retry_or_fail(attempt, queue, _describe_ray_error(exc))
+        if isinstance(message, Lost):
+            del self.in_flight[generator]
+            return self._lost(attempt, queue, f"lost its embedding worker ({message.cause})")
         if isinstance(message, Started):
             attempt.start(message.node, self.limits)
             return 0
@@ -288,6 +311,34 @@ class _Coordinator:
 
     def _retry_or_fail(self, attempt: Attempt, queue, cause: str) -> int:
         return retry_or_fail(attempt, self.limits, queue, self.writer, cause)
+
+    def _lost(self, attempt: Attempt, queue, cause: str) -> int:
+        """A video lost with its node or its embedding actor: tried again after a pause, its
+        attempts untouched, up to ``NODE_LOSSES`` times; after that, an attempt like any other."""
+        path = attempt.item.path
+        self.losses[path] += 1
+        if self.losses[path] > NODE_LOSSES:
+            return self._retry_or_fail(attempt, queue, cause)
+        pause = NODE_LOSS_PAUSE_S * 2 ** (self.losses[path] - 1)
+        log.warning("%s: the try on %s %s; trying again in %.0f s (not counted against its %d attempts)", path,
+                    attempt.where, cause, pause, self.limits.attempts)
+        self.paused.append((time.monotonic() + pause, attempt.item, attempt.tries))
+        return 0
+
+    def _resume(self, queue) -> None:
+        """Lost videos whose pause is over go back to the queue (first, as they waited)."""
+        now = time.monotonic()
+        due = [entry for entry in self.paused if entry[0] <= now]
+        if due:
+            self.paused = [entry for entry in self.paused if entry[0] > now]
+            queue.extendleft((item, tries) for _, item, tries in reversed(due))
+
+
+def _lost_with_node(exc: Exception) -> bool:
+    """Ray's failure says the task's node (or the node holding its result) died: not the video's
+    fault. A worker process that crashed on a live node (``WorkerCrashedError``) may be the file's."""
+    name = type(exc).__name__
+    return "NodeDied" in name or "ObjectLost" in name or "OwnerDied" in name
 
 
 def _describe_ray_error(exc: Exception) -> str:
