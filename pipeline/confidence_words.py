@@ -102,11 +102,6 @@ def closed_world(spec) -> ClosedWorld | None:
     return None if spec.pretrained else CLOSED_WORLDS.get(spec.name)
 
 
-def has_own_vocabulary(spec) -> bool:
-    """Whether ``spec``'s model is a bundled one that reads only its own captions' words."""
-    return closed_world(spec) is not None
-
-
 def model_vocabulary(spec, size: int = VOCABULARY_SIZE) -> tuple[list[str], str]:
     """(words, where they come from) for the model of ``spec``."""
     world = closed_world(spec)
