@@ -55,12 +55,8 @@ def fit_calibration(store, encoder, sample: int = SAMPLE_SEGMENTS, vocabulary_si
     # A closed world's rivals are its descriptions (see confidence_words.ClosedWorld): the fit keeps
     # those that describe this archive. Any other model's are its words and pairs of them.
     world = world_descriptions(spec)
-    if world is not None:
-        candidates, origin = world
-        bank = fit_bank(encoder, x, candidates, progress=progress, pairs=False)
-    else:
-        candidates, origin = model_vocabulary(spec, vocabulary_size)
-        bank = fit_bank(encoder, x, candidates, progress=progress)
+    candidates, origin = world or model_vocabulary(spec, vocabulary_size)
+    bank = fit_bank(encoder, x, candidates, progress=progress, pairs=world is None)
     bank.info["vocabulary"] = origin
     info = {**bank.info, "model": spec.key, "segments": segments, "table_version": int(table.version),
             "fitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

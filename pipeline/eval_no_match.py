@@ -120,8 +120,8 @@ def open_set_classification(store: VideoStore, encoder, videos: list[dict], cali
     labels (``Calibration.set_confidences`` over the classifier's label vectors, above
     ``MATCH_THRESHOLD``), else CLIP's top-1. Against the label set without its labels ("none" is
     right), against the whole set (the label answered, and the most probable label as before), and,
-    for videos of several scenes, whether every label they show matches. ``rows``: ``indexed_rows`` with the videos' vectors, when
-    the caller has read them already."""
+    for videos of several scenes, whether every label they show matches. ``rows``: ``indexed_rows``
+    with the videos' vectors, when the caller has read them already."""
     labels = list(vocab.labels)
     if rows is None:
         rows = indexed_rows(store, encoder.spec.table_suffix, ("video_id", "path", "vector"))
