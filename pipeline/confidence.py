@@ -23,7 +23,7 @@ nothing is fitted on labels. A text with no content word (only "a", "the", "phot
 nothing and has confidence 0.
 
 Rival descriptions come without labels from the user. A bundled model of a closed world
-(shapes-tiny) ships its world's descriptions (``confidence_words.ClosedWorld``: its 28 colour-shape
+(shapes-tiny) ships its world's descriptions (``models.registry.ClosedWorld``: its 28 colour-shape
 phrases), its "default". Any other model gets them from the archive (``confidence_fit.fit_calibration``,
 `vidsift calibrate`; banks are built in ``confidence_bank``, from the words of ``confidence_words``):
 a vocabulary the model reads (English words from open_clip's tokenizer vocabulary, most frequent

@@ -3,7 +3,7 @@
 Two banks, both without labels from the user:
 
 - the *default* bank, for a bundled model of a closed world (shapes-tiny): the descriptions of its
-  world (``confidence_words.ClosedWorld``), with their prompt ensembles when a rule asks for them. It
+  world (``models.registry.ClosedWorld``), with their prompt ensembles when a rule asks for them. It
   depends only on the model's weights, so it is embedded once per model and kept in a file cache
   (``BankCache``): a one-shot `vidsift search` would otherwise re-embed it on every run;
 - a *fitted* bank (``fit_bank``, `vidsift calibrate`): the words and word pairs that describe the

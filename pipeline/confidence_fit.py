@@ -52,7 +52,7 @@ def fit_calibration(store, encoder, sample: int = SAMPLE_SEGMENTS, vocabulary_si
         raise InputError(f"Nothing is indexed with {spec.key}: index videos before calibrating.")
     segments = table.count_rows()
     x = _sample_vectors(table, sample, seed)
-    # A closed world's rivals are its descriptions (see confidence_words.ClosedWorld): the fit keeps
+    # A closed world's rivals are its descriptions (see models.registry.ClosedWorld): the fit keeps
     # those that describe this archive. Any other model's are its words and pairs of them.
     world = world_descriptions(spec)
     candidates, origin = world or model_vocabulary(spec, vocabulary_size)

@@ -4,15 +4,14 @@ Confidence (``pipeline.confidence``) compares a text with rival descriptions; wh
 rivals of a text is decided on *content words* (stems, without function words and words that name
 the medium), so "a photo of red circles" and "red circle" are the same request. The vocabulary is
 where rival phrases come from: the words a model can read, without labels from the user; a bundled
-model of a closed world (shapes-tiny) also ships its world's descriptions, its default rivals.
+model of a closed world (shapes-tiny) also ships its world's descriptions, its default rivals
+(``models.registry.ClosedWorld``, data beside the model).
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from .shapes.world import BACKGROUNDS, COLOURS, SHAPES, caption_variants
+from vidsift.models.registry import ClosedWorld, bundled
 
 VOCABULARY_SIZE = 10_000       # English words read by fit_calibration (most frequent first)
 # Function words, and words that name the medium rather than what it shows.
@@ -66,47 +65,18 @@ def english_vocabulary(size: int = VOCABULARY_SIZE) -> list[str]:
     return out
 
 
-def _shapes_world_caption_words() -> list[str]:
-    """Every word of the captions shapes-tiny was trained on (``shapes.world.caption_variants``)."""
-    words = {w for c in COLOURS for s in SHAPES for bg in (None, *BACKGROUNDS)
-             for caption in caption_variants(c, s, bg) for w in words_of(caption)}
-    return sorted(w for w in words if w not in STOP_WORDS)
-
-
-def _shapes_world_descriptions() -> list[str]:
-    """Every thing shapes-tiny's world can show, named as its captions name it: "green circle"."""
-    return [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
-
-
-@dataclass(frozen=True)
-class ClosedWorld:
-    """What a bundled model trained from scratch on a closed world ships for confidence.
-
-    It reads only the words of its captions (any other word is noise to it), and its world can be
-    listed: every description it was built to tell apart. Those descriptions are its rivals. Pairs
-    of its words are not: they include phrases that fit almost any frame of the world ("single
-    green", "green black": a green thing on black), which are *compatible* with a query rather than
-    alternatives to it, and which a text tower that never read them may score as high as the true
-    label (bench/RESULTS.md, "Rival descriptions")."""
-
-    words: Callable[[], list[str]]          # the words of its training captions
-    descriptions: Callable[[], list[str]]   # everything its world can show
-
-
-# Every other model reads English.
-CLOSED_WORLDS = {"shapes-tiny": ClosedWorld(_shapes_world_caption_words, _shapes_world_descriptions)}
-
-
 def closed_world(spec) -> ClosedWorld | None:
-    """The closed world of ``spec``'s model when it is a bundled one trained on it (not other weights)."""
-    return None if spec.pretrained else CLOSED_WORLDS.get(spec.name)
+    """The closed world of ``spec``'s model when it is a bundled one trained on it (not other weights
+    under its name); every other model reads English."""
+    model = None if spec.pretrained else bundled(spec.name)
+    return model.closed_world() if model else None
 
 
 def model_vocabulary(spec, size: int = VOCABULARY_SIZE) -> tuple[list[str], str]:
     """(words, where they come from) for the model of ``spec``."""
     world = closed_world(spec)
     if world is not None:
-        return world.words(), f"the words of {spec.name}'s training captions"
+        return list(world.words), f"the words of {spec.name}'s training captions"
     return english_vocabulary(size), f"the {size} most frequent English words of the open_clip tokenizer"
 
 
@@ -115,4 +85,4 @@ def world_descriptions(spec) -> tuple[list[str], str] | None:
     world = closed_world(spec)
     if world is None:
         return None
-    return world.descriptions(), f"the descriptions of {spec.name}'s world"
+    return list(world.descriptions), f"the descriptions of {spec.name}'s world"

@@ -297,6 +297,29 @@ def test_shapes_tiny_weighs_a_query_against_the_descriptions_of_its_world(tiny, 
     assert world_descriptions(ModelSpec("ViT-B-32", "laion2b_s34b_b79k")) is None
 
 
+def test_confidence_knows_no_synthetic_world_and_shapes_tiny_ships_its_own():
+    """The product's confidence code imports nothing of the shapes world: a closed world is data that
+    ships beside the bundled model (models/worlds/), and shapes-tiny's file is what the world's spec
+    gives (regenerate it with `python -m vidsift.pipeline.shapes.closed_world` when the spec changes)."""
+    import ast
+    from pathlib import Path
+
+    from vidsift.models.registry import WORLDS_DIR, bundled
+    from vidsift.pipeline import confidence, confidence_bank, confidence_fit, confidence_words
+    from vidsift.pipeline.shapes.closed_world import closed_world_record
+
+    for module in (confidence, confidence_bank, confidence_fit, confidence_words):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not any("shapes" in name or "synth" in name for name in imported), module.__name__
+    model = bundled("shapes-tiny")
+    assert json.loads((WORLDS_DIR / model.world_file).read_text()) == closed_world_record()
+    world = model.closed_world()
+    assert len(world.descriptions) == 28 and "purple star" in world.descriptions
+    assert {"circle", "star", "purple", "background"} <= set(world.words) and "car" not in world.words
+
+
 # ---- the default bank, embedded once per model --------------------------------------------------
 class CountingEncoder:
     """The encoder, counting the texts it embeds."""

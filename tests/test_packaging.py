@@ -22,7 +22,7 @@ def test_pip_install_puts_only_vidsift_on_the_import_path_and_the_script_works(t
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"vidsift", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     for expected in ("vidsift/pipeline/store.py", "vidsift/app/cli.py", "vidsift/models/configs/shapes-tiny.json",
-                     "vidsift/pipeline/label_sets/generic.txt"):
+                     "vidsift/models/worlds/shapes-tiny.json", "vidsift/pipeline/label_sets/generic.txt"):
         assert expected in names
 
     # A fresh venv where pip installs the wheel alone (its console script included); the
