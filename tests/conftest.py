@@ -4,6 +4,7 @@ Random weights are for plumbing and parity only; semantic claims use the bundled
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import subprocess
@@ -17,6 +18,14 @@ from vidsift.pipeline.shapes.spec import SceneSpec, VideoSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE_PAIRS = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("white", "star")]
+
+
+def imported_names(module) -> set[str]:
+    """Every module name a module's source imports (``import x``, ``from x import y``; relative
+    imports as written, without their dots), read from the file, not from what ran."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    names = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    return names | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
 
 
 def make_video(path, fps=24, durations=(3.0,), container="mp4", size=(160, 120), pairs=None,

@@ -16,7 +16,7 @@ from vidsift.pipeline.confidence import CONTENT_FREE_PROMPTS, Calibration, load_
 from vidsift.pipeline.confidence_bank import BankCache, RivalBank, default_bank
 from vidsift.pipeline.confidence_fit import fit_calibration
 from vidsift.pipeline.confidence_words import content_words
-from tests.conftest import make_video
+from tests.conftest import imported_names, make_video
 
 PRESENT = [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("white", "star"), ("purple", "circle"),
            ("orange", "square")]
@@ -301,17 +301,12 @@ def test_confidence_knows_no_synthetic_world_and_shapes_tiny_ships_its_own():
     """The product's confidence code imports nothing of the shapes world: a closed world is data that
     ships beside the bundled model (models/worlds/), and shapes-tiny's file is what the world's spec
     gives (regenerate it with `python -m vidsift.pipeline.shapes.closed_world` when the spec changes)."""
-    import ast
-    from pathlib import Path
-
     from vidsift.models.registry import WORLDS_DIR, bundled
     from vidsift.pipeline import confidence, confidence_bank, confidence_fit, confidence_words
     from vidsift.pipeline.shapes.closed_world import closed_world_record
 
     for module in (confidence, confidence_bank, confidence_fit, confidence_words):
-        tree = ast.parse(Path(module.__file__).read_text())
-        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported = imported_names(module)
         assert not any("shapes" in name or "synth" in name for name in imported), module.__name__
     model = bundled("shapes-tiny")
     assert json.loads((WORLDS_DIR / model.world_file).read_text()) == closed_world_record()

@@ -1,7 +1,5 @@
 """`vidsift eval`: the metrics' arithmetic, and the command end to end on a rendered manifest."""
-import ast
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from vidsift.pipeline.shapes.evaluation import format_no_match, no_match_report,
 from vidsift.pipeline.shapes.world import all_labels, split_of
 from vidsift.pipeline.shapes.manifest import load_manifest
 from vidsift.pipeline.store import VideoStore
-from tests.conftest import make_video, run_cli
+from tests.conftest import imported_names, make_video, run_cli
 
 
 def test_metric_arithmetic():
@@ -54,9 +52,7 @@ def test_figures_split_as_the_callers_vocabulary_says():
 def test_the_products_evaluation_knows_nothing_of_the_shapes_world():
     """Product figures take any labelled archive; the shapes world plugs in its vocabulary."""
     for module in (eval_truth, eval_report, eval_no_match, training_data):
-        tree = ast.parse(Path(module.__file__).read_text())
-        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported = imported_names(module)
         assert imported and not any("shapes" in name or "synth" in name for name in imported), module.__name__
 
 
